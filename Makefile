@@ -1,0 +1,45 @@
+# rscc — the two commands a newcomer needs: `make reproduce` and `make test`.
+# Both create .venv and install the project (pinned, from pyproject.toml) when it is missing.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.rscc-installed
+PROFILE ?= quick
+DATA ?=
+DEVICE ?= auto
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export PYTHONHASHSEED := 0
+
+.PHONY: reproduce test test-unit test-notebooks lab install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Rerun the whole study: notebooks 01 -> 07 with papermill, refreshing figures/ and results/.
+reproduce: $(STAMP)
+	$(BIN)/python -m rscc.experiments.reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(DATA),--data $(DATA))
+
+## Unit tests, then every notebook with its smallest parameters under nbval.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(MAKE) --no-print-directory test-notebooks
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-notebooks: $(STAMP)
+	$(BIN)/python -m rscc.experiments.nbtest
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf runs .cache

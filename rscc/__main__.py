@@ -1,0 +1,5 @@
+import sys
+
+from rscc.cli import main
+
+sys.exit(main())

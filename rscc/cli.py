@@ -1,0 +1,64 @@
+"""The ``rscc`` command.
+
+Each sub-command lives in one module of :mod:`rscc.commands` that exposes
+``register(subparsers)``; the module adds its parser and sets ``func`` (called with the parsed
+arguments, returning an exit status). Modules are imported lazily by name so that
+``rscc --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rscc.errors import RsccError
+
+# sub-command name -> module under rscc.commands
+COMMANDS = {
+    "data": "data",
+    "synth": "synth",
+    "convert": "convert",
+    "verify-reference": "verify_reference",
+    "caption": "caption",
+    "train": "train",
+    "evaluate": "evaluate",
+    "score": "score",
+    "index": "index",
+    "search": "search",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rscc",
+        description="Remote sensing image change captioning and retrieval (RSICRC, Ferrod et al. 2024).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"rscc.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"rscc.commands.{module}":
+                continue  # not written yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = args.func(args)
+    except RsccError as exc:
+        print(f"rscc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rscc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

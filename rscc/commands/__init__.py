@@ -1,0 +1,1 @@
+"""One module per `rscc` sub-command; see rscc/cli.py."""

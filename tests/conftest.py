@@ -1,0 +1,17 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+
+from rscc.paths import shared_dir
+
+
+@pytest.fixture(scope="session")
+def shared():
+    """The read-only ../shared folder; tests that need it skip when it is absent."""
+    path = shared_dir()
+    if path is None:
+        pytest.skip("../shared is absent (set RSCC_SHARED to its path); real LEVIR-CC material unavailable")
+    return path
