@@ -1,0 +1,1 @@
+"""The study: profiles, the notebook runner (`make reproduce`) and the notebook test (`make test`)."""

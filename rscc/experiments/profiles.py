@@ -1,0 +1,93 @@
+"""Study profiles: how big each part of the study is.
+
+``smoke``  — the smallest run of every notebook, used by ``make test`` (nbval).
+``quick``  — the default of ``make reproduce``: synthetic data generated on the fly, ``cpu-tiny``,
+             sized to finish in under 30 minutes on a 2-core CPU.
+``paper``  — LEVIR-CC at a given path, RemoteCLIP weights, the authors' hyper-parameters, a GPU.
+
+A notebook's papermill parameters name the profile; everything else comes from here, so the
+CLI, the notebooks and the tests share one definition."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rscc.errors import ConfigError
+from rscc.paths import REPO_ROOT
+
+LEVIR_CC_URL = "https://github.com/Chen-Yang-Liu/LEVIR-CC-Dataset"
+
+
+@dataclass
+class Profile:
+    name: str
+    preset: str
+    data: str | None  # LEVIR-CC root; None = synthetic
+    synth_pairs: int
+    synth_size: int
+    overrides: list[str]  # applied to the preset for every training of the study
+    thetas: list[float]
+    fn_modes: list[str]
+    seeds: list[int]
+    backbones: list[str]  # presets compared in notebook 05
+    backbone_overrides: list[str] = field(default_factory=list)
+    device: str = "auto"
+    eval_split: str = "test"
+    runs_dir: Path = REPO_ROOT / "runs"
+
+    def run_dir(self, *parts: str) -> Path:
+        return self.runs_dir / self.name / Path(*parts)
+
+
+# tiny model settings for the smoke profile (seconds per training)
+_SMOKE_MODEL = [
+    "model.tiny_width=64", "model.tiny_layers=1", "model.image_size=64", "model.d_model=32",
+    "model.h_dim=32", "model.a_dim=32", "model.num_heads=2",
+]
+
+PROFILES = {
+    "smoke": dict(
+        preset="cpu-tiny", synth_pairs=60, synth_size=64,
+        overrides=_SMOKE_MODEL + ["train.epochs=1", "train.batch_size=8", "data.synth_pairs=60", "data.synth_size=64"],
+        thetas=[0.9, 1.0], fn_modes=["none", "fne", "fna"], seeds=[0], backbones=["cpu-tiny"],
+        backbone_overrides=_SMOKE_MODEL,
+    ),
+    "quick": dict(
+        preset="cpu-tiny", synth_pairs=1000, synth_size=128,
+        overrides=["train.epochs=8", "train.batch_size=32", "data.synth_pairs=1000", "data.synth_size=128"],
+        thetas=[0.6, 0.7, 0.8, 0.9, 1.0], fn_modes=["none", "fne", "fna"], seeds=[0], backbones=["cpu-tiny"],
+    ),
+    "paper": dict(
+        preset="paper-rn50", synth_pairs=0, synth_size=256, overrides=[],
+        thetas=[0.6, 0.7, 0.8, 0.9, 1.0], fn_modes=["none", "fne", "fna"], seeds=[42, 43],
+        backbones=["paper-rn50", "paper-vit-b-32", "paper-vit-l-14", "resnet50-imagenet", "cpu-tiny"],
+    ),
+}
+
+
+def get_profile(name: str, data: str | Path | None = None, device: str = "auto",
+                runs_dir: str | Path | None = None) -> Profile:
+    """The settings of profile ``name``; the paper profile needs LEVIR-CC at ``data``."""
+    if name not in PROFILES:
+        raise ConfigError(f"profile '{name}' does not exist; available: {', '.join(PROFILES)}")
+    spec = dict(PROFILES[name])
+    if name == "paper":
+        if data is None:
+            raise ConfigError(
+                "the paper profile needs LEVIR-CC: download it from "
+                f"{LEVIR_CC_URL} and pass DATA=/path/to/LEVIR-CC (the folder holding LevirCCcaptions.json and images/)"
+            )
+        root = Path(data)
+        if not (root / "LevirCCcaptions.json").is_file() or not (root / "images").is_dir():
+            raise ConfigError(
+                f"{root}: not a LEVIR-CC root (expected LevirCCcaptions.json and images/); "
+                f"download the dataset from {LEVIR_CC_URL}"
+            )
+    profile = Profile(name=name, data=str(data) if data else None, device=device, **spec)
+    if data is not None:
+        profile.overrides = profile.overrides + [f"data.root={data}"]
+    if device != "auto":
+        profile.overrides = profile.overrides + [f"train.device={device}"]
+    if runs_dir is not None:
+        profile.runs_dir = Path(runs_dir)
+    return profile

@@ -1,0 +1,69 @@
+"""`make reproduce`: run the numbered notebooks in order with papermill.
+
+Executed copies go to ``runs/notebooks/``; the notebooks themselves write ``figures/`` and
+``results/``. A failing cell stops the run and names the notebook and the cell. Trainings whose
+saved configuration and metrics are complete are reused, so an interrupted run restarts where it
+stopped."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rscc.errors import RsccError
+from rscc.experiments.profiles import get_profile
+from rscc.paths import REPO_ROOT
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    found = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        found = [nb for nb in found if nb.name[:2] in only]
+    return found
+
+
+def run_notebook(path: Path, out_dir: Path, parameters: dict, prepare_only: bool = False) -> Path:
+    import papermill as pm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / path.name
+    try:
+        pm.execute_notebook(
+            str(path), str(target), parameters=parameters, cwd=str(path.parent), kernel_name="python3",
+            progress_bar=not prepare_only, prepare_only=prepare_only,
+        )
+    except pm.PapermillExecutionError as exc:
+        raise RsccError(
+            f"{path.name}: cell {exc.exec_count} failed with {exc.ename}: {exc.evalue} "
+            f"(executed copy with the traceback: {target})"
+        ) from None
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rscc.experiments.reproduce", description=__doc__)
+    parser.add_argument("--profile", default="quick", help="smoke | quick | paper")
+    parser.add_argument("--data", default=None, help="LEVIR-CC root (paper profile)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. 03 04")
+    args = parser.parse_args(argv)
+    try:
+        get_profile(args.profile, data=args.data, device=args.device)  # fail fast on a missing dataset
+        params = {"profile": args.profile, "data": args.data, "device": args.device}
+        out_dir = REPO_ROOT / "runs" / "notebooks"
+        for nb in notebooks(args.only):
+            start = time.time()
+            print(f"==> {nb.name} ({args.profile} profile)", flush=True)
+            run_notebook(nb, out_dir, params)
+            print(f"    done in {time.time() - start:.0f} s -> {out_dir / nb.name}", flush=True)
+    except RsccError as exc:
+        print(f"reproduce: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
