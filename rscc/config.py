@@ -109,6 +109,7 @@ class TrainConfig:
     cache_features: bool = True  # cache backbone features when the backbone is frozen
     log_every: int = 10
     max_steps: int | None = None  # stop after this many optimiser steps (tests, smoke runs)
+    checkpoint_every: int | None = None  # write last/ every this many steps; None: at the end of each epoch
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "train": TrainConfig}
