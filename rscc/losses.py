@@ -246,9 +246,10 @@ def _is_distributed() -> bool:
 def _all_gather(tensor: torch.Tensor, with_grad: bool) -> torch.Tensor:
     """Concatenate ``tensor`` (n_r, ...) from every rank along dim 0; ranks may hold different n_r.
 
-    With ``with_grad`` the gradient of every rank's copy flows back to its owner (summed over
-    ranks, as open_clip's gather with ``torch.distributed.nn.all_gather``): when every rank computes the same global
-    loss, DDP's averaging of parameter gradients then gives exactly the single-process gradient."""
+    With ``with_grad`` the gradient of every rank's copy flows back to its owner, summed over
+    ranks (as in open_clip's gather with ``torch.distributed.nn.all_gather``): when every rank
+    computes the same global loss, DDP's averaging of parameter gradients then gives exactly the
+    single-process gradient."""
     dist = torch.distributed
     world = dist.get_world_size()
     size = torch.tensor([tensor.shape[0]], device=tensor.device)
