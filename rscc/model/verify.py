@@ -1,0 +1,122 @@
+"""Conformance check against a fixture of the authors' outputs (``rscc verify-reference``).
+
+A fixture directory holds the authors' constructor arguments (``config.json``), their head's
+weights under their key names (``head_state_dict.safetensors``), inputs (backbone features,
+captions) and the outputs their code produced (``expected.safetensors``, ``expected.json``).
+We load the weights through the converter, run our model in evaluation mode on the same
+features and compare, element-wise as ``torch.allclose``: |got − expected| ≤ atol + 1e-5·|expected|.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from rscc.errors import CheckpointError
+
+RTOL = 1e-5
+ATOL = {"vis_emb": 1e-5, "text_emb": 1e-5, "vis_toks": 1e-5, "logits": 1e-4, "cross_attention": 1e-5,
+        "cap_loss": 1e-5}
+FIXTURE_FILES = ("config.json", "head_state_dict.safetensors", "inputs.safetensors", "expected.safetensors",
+                 "expected.json")
+
+
+@dataclass
+class TensorCheck:
+    name: str
+    max_abs_error: float
+    atol: float
+    outside: int  # elements beyond atol + rtol·|expected|
+    size: int
+    ok: bool
+
+
+@dataclass
+class VerificationReport:
+    fixture: str
+    tensors: list[TensorCheck]
+    greedy: list[bool]  # one per pair: generated ids == expected ids
+    contrastive: list[dict] | None  # rows of rscc.losses.verify_contrastive, when available
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return (all(t.ok for t in self.tensors) and all(self.greedy)
+                and all(row.get("ok", False) for row in self.contrastive or []))
+
+    def to_dict(self) -> dict:
+        return {"fixture": self.fixture, "passed": self.passed, "tensors": [asdict(t) for t in self.tensors],
+                "greedy": self.greedy, "contrastive": self.contrastive, "notes": self.notes}
+
+
+def check_tensor(name: str, got: torch.Tensor, expected: torch.Tensor, atol: float) -> TensorCheck:
+    got = got.detach().float().reshape(expected.shape)
+    expected = expected.float()
+    error = (got - expected).abs()
+    outside = int((error > atol + RTOL * expected.abs()).sum())
+    return TensorCheck(name, float(error.max()) if error.numel() else 0.0, atol, outside, error.numel(), outside == 0)
+
+
+def verify_reference(fixture_dir: str | Path, atol: dict[str, float] | None = None) -> VerificationReport:
+    """Run our model on a fixture and compare every output; ``atol`` overrides per output name."""
+    from safetensors.torch import load_file
+
+    from rscc.generate import greedy_reference
+    from rscc.model.convert import load_authors_head
+
+    fixture_dir = Path(fixture_dir)
+    missing = [name for name in FIXTURE_FILES if not (fixture_dir / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{fixture_dir}: not a conformance fixture, missing {', '.join(missing)}")
+    tolerances = dict(ATOL, **(atol or {}))
+    model = load_authors_head(fixture_dir)
+    inputs = load_file(str(fixture_dir / "inputs.safetensors"))
+    expected = load_file(str(fixture_dir / "expected.safetensors"))
+    cases = json.loads((fixture_dir / "expected.json").read_text())
+
+    with torch.no_grad():
+        out = model(inputs["input_ids"], inputs["pad_mask"].bool(), inputs["labels"],
+                    feat_a=inputs["feat_before"], feat_b=inputs["feat_after"])
+        greedy = greedy_reference(model, feat_a=inputs["feat_before"], feat_b=inputs["feat_after"])
+    tensors = [check_tensor(name, getattr(out, name), expected[name], tolerances[name])
+               for name in ATOL if name in expected]
+    same = [list(got) == list(want) for got, want in zip(greedy, cases.get("greedy_token_ids", []))]
+    if len(greedy) != len(cases.get("greedy_token_ids", [])):
+        same.append(False)
+
+    notes, contrastive = [], None
+    try:
+        losses = importlib.import_module("rscc.losses")
+    except ModuleNotFoundError as exc:
+        if exc.name != "rscc.losses":
+            raise
+        losses = None
+    if losses is None or not hasattr(losses, "verify_contrastive"):
+        notes.append("contrastive loss not checked: rscc.losses.verify_contrastive is not available")
+    elif "contrastive" not in cases:
+        notes.append("contrastive loss not checked: expected.json has no 'contrastive' cases")
+    else:
+        contrastive = losses.verify_contrastive(fixture_dir)
+    return VerificationReport(str(fixture_dir), tensors, same, contrastive, notes)
+
+
+def format_report(report: VerificationReport) -> str:
+    lines = [f"fixture {report.fixture}",
+             f"{'output':<16} {'max |err|':>10} {'atol':>8} {'outside':>14}  result"]
+    for t in report.tensors:
+        lines.append(f"{t.name:<16} {t.max_abs_error:>10.3e} {t.atol:>8.0e} {t.outside:>6}/{t.size:<7}  "
+                     f"{'ok' if t.ok else 'FAIL'}")
+    matched = sum(report.greedy)
+    lines.append(f"{'greedy tokens':<16} {matched}/{len(report.greedy)} pairs identical"
+                 f"{'' if all(report.greedy) else '  FAIL'}")
+    if report.contrastive is not None:
+        worst = max((row.get("abs_error", 0.0) for row in report.contrastive), default=0.0)
+        good = sum(bool(row.get("ok")) for row in report.contrastive)
+        lines.append(f"{'contrastive':<16} {worst:>10.3e} {'1e-05':>8} {good:>6}/{len(report.contrastive):<7}  "
+                     f"{'ok' if good == len(report.contrastive) else 'FAIL'} (cases matching)")
+    lines.extend(f"note: {n}" for n in report.notes)
+    lines.append("PASS" if report.passed else "FAIL")
+    return "\n".join(lines)
