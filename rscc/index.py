@@ -266,8 +266,8 @@ class GalleryIndex:
     ``paths_b`` (lists of str), ``model`` (the identity dict of the model that made them),
     ``dtype`` ("float16" | "float32"), ``dim``."""
 
-    def __init__(self, directory: Path, meta: dict[str, Any], embeddings: torch.Tensor):
-        self.dir = Path(directory)
+    def __init__(self, directory: Path | None, meta: dict[str, Any], embeddings: torch.Tensor):
+        self.dir = Path(directory) if directory is not None else None
         self.meta = meta
         self.embeddings = embeddings
         self._faiss: dict[tuple, Any] = {}
@@ -294,12 +294,40 @@ class GalleryIndex:
             start += shard["rows"]
         return cls(directory, meta, rows)
 
+    @classmethod
+    def from_embeddings(cls, embeddings: torch.Tensor, ids: Sequence[str] | None = None,
+                        paths_a: Sequence[str] | None = None, paths_b: Sequence[str] | None = None,
+                        model: dict[str, Any] | None = None, normalize: bool = True) -> "GalleryIndex":
+        """An in-memory index (nothing on disk) of rows (N, d) in their dtype (float16 or
+        float32), for embeddings computed elsewhere (e.g. a test split). ``normalize`` makes the
+        rows unit norm (a copy, made chunk by chunk); pass False for rows that already are."""
+        n, d = embeddings.shape
+        dtype = {v: k for k, v in DTYPES.items()}.get(embeddings.dtype)
+        if dtype is None:
+            raise ConfigError(f"embeddings must be float16 or float32, got {embeddings.dtype}")
+        rows = embeddings
+        if normalize:
+            rows = torch.empty_like(embeddings)
+            for start in range(0, n, 65_536):
+                rows[start:start + 65_536] = F.normalize(embeddings[start:start + 65_536].float(), dim=1)
+        meta = {"format": FORMAT, "version": VERSION, "uuid": uuid.uuid4().hex, "model": model or {"id": "in-memory"},
+                "dim": d, "dtype": dtype, "count": n, "shards": [],
+                "ids": list(ids) if ids is not None else [str(i) for i in range(n)],
+                "paths_a": list(paths_a) if paths_a is not None else [""] * n,
+                "paths_b": list(paths_b) if paths_b is not None else [""] * n}
+        return cls(None, meta, rows)
+
     def __len__(self) -> int:
         return self.meta["count"]
 
     def __repr__(self) -> str:
-        return (f"GalleryIndex({str(self.dir)!r}, {len(self)} pairs, d={self.dim}, {self.dtype}, "
+        return (f"GalleryIndex({self.where!r}, {len(self)} pairs, d={self.dim}, {self.dtype}, "
                 f"model {self.model['id'][:12]} {self.model.get('backbone', '')})")
+
+    @property
+    def where(self) -> str:
+        """How messages name this index: its index.json, or "the in-memory index"."""
+        return str(self.dir / INDEX_FILE) if self.dir is not None else "the in-memory index"
 
     ids = property(lambda self: self.meta["ids"])
     paths_a = property(lambda self: self.meta["paths_a"])
@@ -323,7 +351,7 @@ class GalleryIndex:
         if queries.ndim == 1:
             queries = queries[None]
         if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise RsccError(f"queries of shape {tuple(queries.shape)} do not fit {self.dir}: its embeddings are "
+            raise RsccError(f"queries of shape {tuple(queries.shape)} do not fit {self.where}: its embeddings are "
                             f"{self.dim}-dimensional (expected (Q, {self.dim}))")
         if not isinstance(k, int) or k < 1:
             raise RsccError(f"k must be a positive integer, got {k!r}")
@@ -351,12 +379,13 @@ class GalleryIndex:
     # ------------------------------------------------------------------ FAISS
     def faiss_index(self, backend: str, nlist: int | None = None, hnsw_m: int = 32):
         """The FAISS index of ``backend`` over this gallery, built once per object. Trained
-        indexes (ivf, hnsw) are also cached on disk under ``faiss/`` for the next process."""
+        indexes (ivf, hnsw) of an index on disk are also cached under ``faiss/`` for the next
+        process."""
         try:
             import faiss
         except ImportError:
             raise ConfigError(f"backend '{backend}' needs FAISS: pip install faiss-cpu (or use --backend torch)") from None
-        n, d = len(self), self.dim
+        n = len(self)
         if backend == "faiss-ivf":
             nlist = nlist or max(1, round(math.sqrt(n)))
             param = f"nlist{nlist}"
@@ -365,12 +394,14 @@ class GalleryIndex:
         key = (backend, param)
         if key in self._faiss:
             return self._faiss[key]
-        path = self.dir / "faiss" / f"{backend}-{param}-{self.meta['uuid'][:8]}-{n}.faiss"
-        if backend != "faiss-flat" and path.is_file():
+        path = None
+        if self.dir is not None and backend != "faiss-flat":
+            path = self.dir / "faiss" / f"{backend}-{param}-{self.meta['uuid'][:8]}-{n}.faiss"
+        if path is not None and path.is_file():
             index = faiss.read_index(str(path))
         else:
             index = self._build_faiss(faiss, backend, nlist, hnsw_m)
-            if backend != "faiss-flat":
+            if path is not None:
                 try:
                     path.parent.mkdir(exist_ok=True)
                     tmp = path.with_suffix(".tmp")
@@ -527,13 +558,13 @@ def search_text(index_dir, query: str, run_dir=None, k: int = 10, backend: str =
     if embedder is None:
         run = run_dir or index.model.get("run_dir")
         if run is None:
-            raise RsccError(f"{index.dir / INDEX_FILE}: no run recorded; give the run directory (--run)")
+            raise RsccError(f"{index.where}: no run recorded; give the run directory (--run)")
         if not Path(run).is_dir():
-            raise RsccError(f"{run}: run directory not found (recorded in {index.dir / INDEX_FILE}); give the "
+            raise RsccError(f"{run}: run directory not found (recorded in {index.where}); give the "
                             "run that built the index with --run")
         embedder = Embedder.from_run(run, which or index.model.get("which", "best"), device)
     if embedder.identity["id"] != index.model["id"]:
-        raise RsccError(f"{index.dir}: the index was built by model {index.model['id'][:12]} "
+        raise RsccError(f"{index.where}: the index was built by model {index.model['id'][:12]} "
                         f"({index.model.get('run_dir', '?')}), the query would be embedded by model "
                         f"{embedder.identity['id'][:12]} ({embedder.identity.get('run_dir', '?')}); "
                         "their embeddings are not comparable")

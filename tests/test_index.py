@@ -315,3 +315,10 @@ def test_search_command_with_an_empty_query_exits_2_with_one_line(tiny_run, tmp_
     capsys.readouterr()
     assert main(["search", str(tmp_path / "index"), "  "]) == 2
     assert "has no words" in capsys.readouterr().err
+
+
+def test_an_in_memory_index_normalises_its_rows_and_searches_them():
+    index = GalleryIndex.from_embeddings(torch.tensor([[3.0, 4.0], [0.0, 2.0]]), ids=["x", "y"])
+    scores, indices = index.search(torch.tensor([0.0, 1.0]), k=2)
+    assert indices.tolist() == [[1, 0]]
+    assert scores[0].tolist() == pytest.approx([1.0, 0.8])
