@@ -1,0 +1,283 @@
+"""The synthetic LEVIR-CC generator: layout, determinism, statistics, truthful captions."""
+import collections
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rscc.cli import main
+from rscc.data import synth
+from rscc.data.levircc import NO_CHANGE_SENTENCES, load_pairs
+from rscc.data.synth import (
+    LEVIR_SPLIT_SIZES,
+    encode_png,
+    ensure_synthetic,
+    make_pair,
+    make_synthetic,
+    plan,
+    split_sizes,
+)
+from rscc.errors import DatasetError
+
+PAIRS, SIZE = 40, 64
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_synthetic(tmp_path_factory.mktemp("synth") / "levir", PAIRS, size=SIZE, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def changed_pairs():
+    """120 changed pairs drawn directly (no files): enough to see captions recur."""
+    return [make_pair(3, i, 64, changed=True) for i in range(120)]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _records(root: Path) -> list[dict]:
+    return json.loads((root / "LevirCCcaptions.json").read_text())["images"]
+
+
+# ----------------------------------------------------------------------------- layout and schema
+def test_every_record_has_both_images_in_the_levir_layout(dataset):
+    for r in _records(dataset):
+        for side in "AB":
+            assert (dataset / "images" / r["split"] / side / r["filename"]).is_file()
+
+
+def test_images_are_rgb_of_the_requested_size(dataset):
+    r = _records(dataset)[0]
+    img = Image.open(dataset / "images" / r["split"] / "A" / r["filename"])
+    assert (img.mode, img.size) == ("RGB", (SIZE, SIZE))
+
+
+def test_records_follow_the_levir_schema(dataset):
+    r = _records(dataset)[0]
+    assert set(r) == {"filepath", "filename", "imgid", "split", "changeflag", "sentids", "sentences"}
+    assert set(r["sentences"][0]) == {"tokens", "raw", "imgid", "sentid"}
+
+
+def test_raw_is_tokens_with_a_leading_space_and_a_final_full_stop(dataset):
+    for r in _records(dataset):
+        for s in r["sentences"]:
+            assert s["raw"] == " " + " ".join(s["tokens"]) + " ."
+
+
+def test_imgids_are_contiguous_train_then_val_then_test(dataset):
+    records = _records(dataset)
+    assert [r["imgid"] for r in records] == list(range(PAIRS))
+    order = {"train": 0, "val": 1, "test": 2}
+    assert [order[r["split"]] for r in records] == sorted(order[r["split"]] for r in records)
+
+
+def test_sentids_are_five_per_pair_in_order(dataset):
+    for r in _records(dataset):
+        assert r["sentids"] == [5 * r["imgid"] + k for k in range(5)]
+        assert [s["sentid"] for s in r["sentences"]] == r["sentids"]
+
+
+def test_file_names_follow_split_and_number_and_have_gaps():
+    names = [p.filename for p in plan(2000) if p.split == "train"]
+    numbers = [int(n[len("train_"):-len(".png")]) for n in names]
+    assert names[0] == "train_000001.png"
+    assert numbers == sorted(set(numbers))
+    assert numbers[-1] > len(numbers)  # some numbers are skipped, as in LEVIR-CC
+
+
+def test_the_reader_loads_the_synthetic_dataset(dataset):
+    assert len(load_pairs(dataset)) == PAIRS
+
+
+def test_marker_records_the_parameters(dataset):
+    marker = json.loads((dataset / "synth.json").read_text())
+    assert (marker["pairs"], marker["size"], marker["seed"]) == (PAIRS, SIZE, 0)
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_split_sizes_of_the_full_dataset_are_levir_ccs():
+    assert split_sizes(10077) == LEVIR_SPLIT_SIZES
+
+
+def test_split_sizes_keep_levir_proportions():
+    assert split_sizes(1000) == {"train": 677, "val": 132, "test": 191}  # 1000 x 1333 / 10077 = 132.3, x 1929 / 10077 = 191.4
+
+
+def test_half_of_each_split_changes():
+    pairs = plan(1001, seed=5)
+    for split, n in split_sizes(1001).items():
+        changed = sum(p.changed for p in pairs if p.split == split)
+        assert abs(changed - n / 2) <= 0.5
+
+
+def test_unchanged_pairs_get_the_five_stock_sentences_in_order(dataset):
+    unchanged = [r for r in _records(dataset) if not r["changeflag"]]
+    assert unchanged
+    for r in unchanged:
+        assert [" ".join(s["tokens"]) for s in r["sentences"]] == list(NO_CHANGE_SENTENCES)
+
+
+def test_changed_pairs_get_five_different_captions(changed_pairs):
+    for p in changed_pairs:
+        assert len({" ".join(c) for c in p.captions}) == 5
+
+
+def test_changed_captions_recur_across_pairs(changed_pairs):
+    owners = collections.defaultdict(set)
+    for i, p in enumerate(changed_pairs):
+        for c in p.captions:
+            owners[" ".join(c)].add(i)
+    assert max(len(v) for v in owners.values()) >= 3
+
+
+def test_changed_captions_are_about_as_long_as_levir_ccs(changed_pairs):
+    lengths = [len(c) for p in changed_pairs for c in p.captions]
+    assert 8.5 <= np.mean(lengths) <= 13  # LEVIR-CC: 11.0
+    assert max(lengths) <= 30  # LEVIR-CC: 39, max_len 41 with START/END
+
+
+def test_no_caption_of_a_changed_pair_is_a_stock_sentence(changed_pairs):
+    stock = set(NO_CHANGE_SENTENCES)
+    assert not any(" ".join(c) in stock for p in changed_pairs for c in p.captions)
+
+
+# ----------------------------------------------------------------------------- truthfulness
+def test_unchanged_pairs_are_not_pixel_identical():
+    p = make_pair(0, 7, 64, changed=False)
+    assert not np.array_equal(p.image_a, p.image_b)
+    assert not p.changed_mask.any()
+
+
+def test_changes_cover_a_visible_part_of_the_image(changed_pairs):
+    assert min(p.changed_mask.mean() for p in changed_pairs) >= synth.MIN_CHANGED_FRACTION
+
+
+_HALVES = {
+    "top": lambda m: m[: m.shape[0] // 2], "bottom": lambda m: m[m.shape[0] // 2 :],
+    "left": lambda m: m[:, : m.shape[1] // 2], "right": lambda m: m[:, m.shape[1] // 2 :],
+}
+
+
+def test_stated_locations_hold_most_of_the_changed_pixels(changed_pairs):
+    for p in changed_pairs:
+        loc = p.change.location
+        if loc is None or loc == "center":
+            continue
+        inside = p.changed_mask
+        for word in loc.split():  # "bottom left" = bottom half, then its left half
+            inside = _HALVES[word](inside)
+        assert inside.sum() >= 0.85 * p.changed_mask.sum(), (loc, p.captions)
+
+
+def test_captions_with_a_location_name_the_measured_one(changed_pairs):
+    words = {"top": {"top", "upper"}, "bottom": {"bottom", "lower", "lower-left", "lower-right"},
+             "left": {"left", "lower-left"}, "right": {"right", "lower-right"}, "center": {"center", "middle"}}
+    for p in changed_pairs:
+        for c in p.captions:
+            said = {side for side, ws in words.items() if ws & set(c)}
+            if said:
+                assert p.change.location is not None and said == set(p.change.location.split()), (p.change, c)
+
+
+def test_house_counts_in_captions_match_the_houses_built(changed_pairs):
+    numbers = {"a": 1, "two": 2, "three": 3, "four": 4}
+    checked = 0
+    for p in changed_pairs:
+        if p.change.kind not in ("houses", "houses_removed"):
+            continue
+        for c in p.captions:
+            if c[0] in numbers and c[1] in ("house", "houses", "villa", "villas", "building", "buildings", "new"):
+                assert numbers[c[0]] == p.change.count, (p.change, c)
+                checked += 1
+    assert checked > 10
+
+
+# ----------------------------------------------------------------------------- determinism
+def test_same_seed_gives_the_same_bytes(tmp_path):
+    a = make_synthetic(tmp_path / "a", 12, size=64, seed=4, progress=False)
+    b = make_synthetic(tmp_path / "b", 12, size=64, seed=4, progress=False)
+    assert _files(a) == _files(b)
+
+
+def test_another_seed_gives_other_images(tmp_path):
+    a = make_synthetic(tmp_path / "a", 6, size=64, seed=4, progress=False)
+    b = make_synthetic(tmp_path / "b", 6, size=64, seed=5, progress=False)
+    name = "images/train/A/train_000001.png"
+    assert _files(a)[name] != _files(b)[name]
+
+
+def test_a_pair_does_not_depend_on_the_others():
+    alone = make_pair(9, 30, 64, changed=True)
+    for i in range(3):
+        make_pair(9, i, 64, changed=True)
+    again = make_pair(9, 30, 64, changed=True)
+    assert np.array_equal(alone.image_b, again.image_b) and alone.captions == again.captions
+
+
+def test_workers_give_the_same_bytes_as_one_process(tmp_path):
+    a = make_synthetic(tmp_path / "a", 10, size=64, seed=1, progress=False, workers=1)
+    b = make_synthetic(tmp_path / "b", 10, size=64, seed=1, progress=False, workers=2)
+    assert _files(a) == _files(b)
+
+
+# ----------------------------------------------------------------------------- writing
+def test_png_encoder_round_trips_through_pil():
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    import io
+
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(rgb)))), rgb)
+
+
+def test_a_failed_run_leaves_no_dataset_and_no_temporary_folder(tmp_path, monkeypatch):
+    calls = []
+
+    def flaky(path, rgb):
+        calls.append(path)
+        if len(calls) == 5:
+            raise OSError("disk full")
+        path.write_bytes(encode_png(rgb))
+
+    monkeypatch.setattr(synth, "_write_png", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        make_synthetic(tmp_path / "levir", 8, size=64, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_rerun_keeps_the_previous_dataset(tmp_path, monkeypatch):
+    root = make_synthetic(tmp_path / "levir", 4, size=64, progress=False)
+    before = _files(root)
+    monkeypatch.setattr(synth, "_write_png", lambda path, rgb: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        make_synthetic(root, 6, size=64, progress=False)
+    assert _files(root) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["levir"]
+
+
+def test_ensure_synthetic_reuses_a_dataset_made_with_the_same_parameters(tmp_path, monkeypatch):
+    root = ensure_synthetic(tmp_path / "levir", 4, size=64, seed=2, progress=False)
+    monkeypatch.setattr(synth, "make_synthetic", lambda *a, **k: pytest.fail("regenerated"))
+    assert ensure_synthetic(root, 4, size=64, seed=2, progress=False) == root
+
+
+def test_ensure_synthetic_regenerates_when_the_parameters_differ(tmp_path):
+    root = ensure_synthetic(tmp_path / "levir", 4, size=64, seed=2, progress=False)
+    ensure_synthetic(root, 5, size=64, seed=2, progress=False)
+    assert len(_records(root)) == 5
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_synthetic_dataset(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(DatasetError, match="not a synthetic dataset"):
+        make_synthetic(tmp_path / "mine", 4, size=64, progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_writes_a_dataset(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "levir"), "--pairs", "5", "--size", "64", "--quiet"]) == 0
+    assert len(_records(tmp_path / "levir")) == 5
+    assert "5 synthetic pairs" in capsys.readouterr().out
