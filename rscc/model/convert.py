@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rscc.config import LossConfig, ModelConfig, RunConfig, load_preset
+from rscc.config import ModelConfig, RunConfig, load_preset
 from rscc.errors import CheckpointError, ConfigError
 from rscc.model.backbones import CLIP_BACKBONES, TORCHVISION_BACKBONES, read_state_dict
 from rscc.model.decoder import SinusoidalPositions
@@ -82,11 +82,12 @@ def authors_to_rscc(state: dict[str, torch.Tensor], config: ModelConfig, source:
     children = None
     for key, value in state.items():
         if key == AUTHORS_SINUSOID:  # a fixed table: check it, do not store it
-            table = SinusoidalPositions(config.d_model, config.max_len).table
-            if value.reshape(-1).shape != table.reshape(-1).shape or not torch.allclose(
-                    value.reshape(table.shape).float(), table, atol=1e-5):
-                raise CheckpointError(f"{source}: {key} is not the sinusoidal table for d_model "
-                                      f"{config.d_model}, max_len {config.max_len}")
+            table = SinusoidalPositions(config.d_model, config.max_len).table.unsqueeze(0)  # (1, max_len, d)
+            if tuple(value.shape) != tuple(table.shape):
+                raise CheckpointError(f"{source}: shape mismatch for {key}: file {tuple(value.shape)}, model "
+                                      f"{tuple(table.shape)} (d_model {config.d_model}, max_len {config.max_len})")
+            if not torch.allclose(value.float(), table, atol=1e-5):
+                raise CheckpointError(f"{source}: {key} is not the sinusoidal table (base 10000) of the model")
             continue
         if key.startswith(AUTHORS_BACKBONE):
             rest = key[len(AUTHORS_BACKBONE):]
@@ -129,7 +130,7 @@ def rscc_to_authors(state: dict[str, torch.Tensor], config: ModelConfig) -> dict
             raise KeyError(f"no authors' name for {key}")
         out[theirs] = value
     if "decoder.lm_head.weight" in state and config.tie_embeddings:
-        out["decoder.tokens_embed.weight"] = state["decoder.lm_head.weight"]
+        out["decoder.tokens_embed.weight"] = state["decoder.lm_head.weight"].clone()
     if not config.learnable_positions:
         out[AUTHORS_SINUSOID] = SinusoidalPositions(config.d_model, config.max_len).table.unsqueeze(0)
     return out
@@ -165,7 +166,7 @@ def run_config_from_authors(cfg: dict, vocab_size: int, source: str = "config.js
     run = load_preset("paper-rn50")
     run.preset, run.overrides = None, []
     run.model = model_config_from_authors(cfg, vocab_size, source)
-    loss = run.loss if isinstance(run.loss, LossConfig) else LossConfig()
+    loss = run.loss
     if "s-transformers" in cfg:
         loss.sentence_model = cfg["s-transformers"]
     if "s-threshold" in cfg:
