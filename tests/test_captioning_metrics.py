@@ -92,6 +92,11 @@ def test_spice_is_reported_unavailable_with_its_reason(monkeypatch):
     assert "SPICE" not in result["all"]
 
 
+def test_an_empty_prediction_scores_zero_instead_of_failing():
+    result = score_captions({"p1": ""}, {"p1": REFERENCES["p1"]}, meteor=False, spice=False)
+    assert (result["all"]["BLEU-1"], result["all"]["ROUGE-L"], result["all"]["CIDEr-D"]) == (0.0, 0.0, 0.0)
+
+
 def test_mismatched_ids_raise_a_user_error():
     with pytest.raises(RsccError, match="1 ids lack a prediction"):
         score_captions({"p0": "x", "p1": "y"}, REFERENCES, meteor=False, spice=False)

@@ -159,3 +159,31 @@ def test_caption_duplicates_match_embeddings_at_theta():
     assert duplicates[1].tolist() == [True, True, False]
     assert duplicates[3].tolist() == [False, True, True]
     assert duplicates[5].tolist() == [False, False, True]
+
+
+def _ranking_by_loops(scores, correct, ks):
+    """Hit rate, first rank and AP written as plain loops over each query's sorted gallery."""
+    firsts, average_precisions = [], []
+    for row, is_correct in zip(scores.tolist(), correct.tolist()):
+        order = sorted(range(len(row)), key=lambda j: (-row[j], is_correct[j]))
+        ranked = [is_correct[j] for j in order]
+        firsts.append(ranked.index(True) + 1)
+        precisions = [sum(ranked[:i]) / i for i in range(1, len(ranked) + 1) if ranked[i - 1]]
+        average_precisions.append(sum(precisions) / len(precisions))
+    result = {f"R@{k}": 100 * sum(f <= k for f in firsts) / len(firsts) for k in ks}
+    result["mean_rank"] = sum(firsts) / len(firsts)
+    result["mAP"] = 100 * sum(average_precisions) / len(average_precisions)
+    return result
+
+
+def test_cross_modal_metrics_agree_with_a_loop_implementation_on_a_random_gallery():
+    generator = torch.Generator().manual_seed(0)
+    pairs, texts = torch.randn(7, 4, generator=generator), torch.randn(21, 4, generator=generator)
+    text_to_pair = torch.arange(7).repeat_interleave(3)
+    duplicates = torch.rand(21, 7, generator=generator) < 0.15
+    result = cross_modal_retrieval(pairs, texts, text_to_pair, duplicates=duplicates, ks=(1, 3))
+    scores = torch.nn.functional.normalize(texts, dim=1) @ torch.nn.functional.normalize(pairs, dim=1).T
+    correct = torch.nn.functional.one_hot(text_to_pair, 7).bool() | duplicates
+    for direction, (s, c) in {"text_to_pair": (scores, correct), "pair_to_text": (scores.T, correct.T)}.items():
+        expected = _ranking_by_loops(s, c, (1, 3))
+        assert {k: result[direction][k] for k in expected} == pytest.approx(expected)
