@@ -165,10 +165,10 @@ class Embedder:
         vis_emb, _ = self.model.encode_images(img_a.to(self.device), img_b.to(self.device))
         return F.normalize(vis_emb.float(), dim=-1).cpu()
 
-    @torch.inference_mode()
     def embed_text(self, query: str) -> torch.Tensor:  # -> (d,)
         input_ids, pad_mask = encode_query(query, self.vocab, self.config.model.max_len)
-        text_emb = self.model.encode_text(input_ids.to(self.device), pad_mask.to(self.device))
+        with torch.inference_mode():
+            text_emb = self.model.encode_text(input_ids.to(self.device), pad_mask.to(self.device))
         return F.normalize(text_emb.float(), dim=-1)[0].cpu()
 
 
@@ -387,7 +387,7 @@ class GalleryIndex:
             raise ConfigError(f"backend '{backend}' needs FAISS: pip install faiss-cpu (or use --backend torch)") from None
         n = len(self)
         if backend == "faiss-ivf":
-            nlist = nlist or max(1, round(math.sqrt(n)))
+            nlist = nlist or max(1, min(round(math.sqrt(n)), n // 39))  # faiss wants >= 39 points a cell
             param = f"nlist{nlist}"
         else:
             param = f"m{hnsw_m}" if backend == "faiss-hnsw" else "flat"
@@ -424,7 +424,8 @@ class GalleryIndex:
             quantizer = faiss.IndexFlatIP(d)
             index = (faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, fp16, ip) if half
                      else faiss.IndexIVFFlat(quantizer, d, nlist, ip))
-            sample = min(len(self), 64 * nlist)  # faiss wants >= 39 points per cell
+            index.cp.min_points_per_centroid = 1  # a small gallery gets few cells, without a warning
+            sample = min(len(self), 64 * nlist)
             pick = torch.randperm(len(self), generator=torch.Generator().manual_seed(0))[:sample].sort().values
             index.train(self.embeddings[pick].float().numpy())
         for start in range(0, len(self), 65_536):
@@ -433,6 +434,12 @@ class GalleryIndex:
 
 
 # ----------------------------------------------------------------------------- writing
+def index_info(directory: str | Path) -> dict[str, Any]:
+    """The contents of an index's ``index.json`` (count, dtype, dim, model, ids, paths, shards),
+    without reading the embeddings."""
+    return _read_meta(Path(directory))
+
+
 def _read_meta(directory: Path) -> dict[str, Any]:
     path = directory / INDEX_FILE
     try:

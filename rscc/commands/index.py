@@ -36,21 +36,17 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from rscc.errors import RsccError
-    from rscc.index import INDEX_FILE, GalleryIndex, build_index
+    from rscc.index import INDEX_FILE, build_index, index_info
 
     if args.batch_size < 1:
         raise RsccError(f"--batch-size must be at least 1, got {args.batch_size}")
-    before = len(GalleryIndex.load(args.out)) if _has_index(args.out, INDEX_FILE) else 0
+    before = index_info(args.out)["count"] if (Path(args.out) / INDEX_FILE).is_file() else 0
     index = build_index(args.pairs_dir, args.run, args.out, split=args.split, batch_size=args.batch_size,
                         dtype=args.dtype, progress=not args.no_progress, which=args.checkpoint, device=args.device)
     added = len(index) - before
     print(f"{added} pair(s) added, {len(index)} in {args.out} ({index.dtype}, d={index.dim}, "
           f"model {index.model['id'][:12]})")
     return 0
-
-
-def _has_index(out: str, name: str) -> bool:
-    from pathlib import Path
-
-    return (Path(out) / name).is_file()
