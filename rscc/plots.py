@@ -43,5 +43,22 @@ def plot_pairs(root: str | Path, ids: Sequence[int | str], columns: int = 2, cap
     fig.tight_layout()
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=130)
+        fig.savefig(out, dpi=100)
     return fig
+
+
+def synthetic_examples(out: str | Path | None = None, seed: int = 0, changed: int = 5, unchanged: int = 1):
+    """The figure of synthetic pairs (``figures/synthetic_examples.png``): the first ``changed``
+    changed and ``unchanged`` unchanged pairs of a small 256 px synthetic set, first captions."""
+    import tempfile
+
+    from rscc.data.levircc import load_pairs
+    from rscc.data.synth import make_synthetic
+    from rscc.paths import REPO_ROOT
+
+    out = REPO_ROOT / "figures" / "synthetic_examples.png" if out is None else out
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_synthetic(Path(tmp) / "synthetic", 40, size=256, seed=seed, progress=False)
+        pairs = load_pairs(root)
+        ids = [p.imgid for p in pairs if p.changed][:changed] + [p.imgid for p in pairs if not p.changed][:unchanged]
+        return plot_pairs(root, ids, out=out)

@@ -281,3 +281,11 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "levir"), "--pairs", "5", "--size", "64", "--quiet"]) == 0
     assert len(_records(tmp_path / "levir")) == 5
     assert "5 synthetic pairs" in capsys.readouterr().out
+
+
+def test_plot_pairs_draws_one_panel_per_pair_and_saves(dataset, tmp_path):
+    from rscc.plots import plot_pairs
+
+    fig = plot_pairs(dataset, [0, 1, 2], out=tmp_path / "pairs.png")
+    assert sum(ax.has_data() for ax in fig.axes) == 3
+    assert (tmp_path / "pairs.png").stat().st_size > 0

@@ -242,7 +242,7 @@ def _in_box(p, box: Box, margin: float = 0.0) -> bool:
 # ----------------------------------------------------------------------------- scene building blocks
 def _road_through(rng, region: str | None, shape: str, width: float | None = None, material: int | None = None) -> list[Road]:
     """A new road (or two) of ``shape`` lying in ``region``; the points run past the frame."""
-    w = width or float(rng.uniform(10, 15))
+    w = width or float(rng.uniform(11, 16))
     mat = material if material is not None else (ASPHALT if rng.random() < 0.6 else CEMENT)
     x0, y0, x1, y1 = REGIONS[region]
     if region is None:
@@ -311,10 +311,10 @@ def _road_through(rng, region: str | None, shape: str, width: float | None = Non
 
 def _house_size(rng, kind: str) -> tuple[float, float]:
     if kind == "villa":
-        return float(rng.uniform(30, 40)), float(rng.uniform(24, 30))
+        return float(rng.uniform(34, 44)), float(rng.uniform(26, 32))
     if kind == "building":
-        return float(rng.uniform(40, 62)), float(rng.uniform(28, 40))
-    return float(rng.uniform(24, 32)), float(rng.uniform(19, 25))
+        return float(rng.uniform(42, 62)), float(rng.uniform(28, 40))
+    return float(rng.uniform(27, 36)), float(rng.uniform(21, 27))
 
 
 def _fits(scene: Scene, corners: np.ndarray, centre, radius: float) -> bool:
@@ -622,7 +622,7 @@ def _change(rng, kind: str, region: str | None, before: Scene) -> tuple[Scene, C
                              trees_removed=cut, both_sides=both)
     if kind == "residential":
         shape = str(rng.choice(["straight", "curved", "t-shaped", "cross"], p=[0.35, 0.2, 0.3, 0.15]))
-        roads = _road_through(rng, region, shape, width=float(rng.uniform(9, 12)),
+        roads = _road_through(rng, region, shape, width=float(rng.uniform(10, 13)),
                               material=CEMENT if rng.random() < 0.5 else ASPHALT)
         if any(_seg_distance(r.points, old.points).min() < 30 for r in roads for old in before.roads):
             return None
@@ -849,7 +849,7 @@ def _noise(name: str) -> np.ndarray:
         rng = np.random.default_rng(20240613)
         _NOISE_CACHE.update(
             pixel=rng.standard_normal((1024, 1024), dtype=np.float32),  # sensor-like grain
-            rgb=rng.standard_normal((1024, 1024, 3), dtype=np.float32),  # per-channel noise
+            rgb=rng.standard_normal((1024, 1024, 3), dtype=np.float32) * np.float32(2.5),  # sensor noise
             grain=_upsampled(rng, 384),  # ~3 px
             mottle=_upsampled(rng, 72),  # ~14 px
             patch=_upsampled(rng, 44),  # ~23 px
@@ -936,12 +936,16 @@ def _colourise(rng, labels: np.ndarray, shadows: np.ndarray, look: _Look, offset
     gain = TEXTURE_AMPLITUDE[lab] * look.texture[window]
     gain += np.float32(1.0)
     gain *= _SHADOW_GAIN[shadows[window]]
+    gain *= np.float32(0.25)  # the blur below sums four pixels
     img *= gain[..., None]
-    # a gentle optical blur (2 x 2 box) softens the drawn edges
-    img[1:] += img[:-1]
-    img[:, 1:] += img[:, :-1]
-    img *= np.float32(0.25)
-    img += _crop_noise(rng, "rgb", (size, size)) * np.float32(rng.uniform(1.5, 3.0))
+    # a gentle optical blur (2 x 2 box) softens the drawn edges; written without overlapping
+    # in-place views, which numpy would copy
+    rows = np.empty_like(img)
+    np.add(img[1:], img[:-1], out=rows[1:])
+    np.multiply(img[0], 2, out=rows[0])
+    np.add(rows[:, 1:], rows[:, :-1], out=img[:, 1:])
+    np.multiply(rows[:, 0], 2, out=img[:, 0])
+    img += _crop_noise(rng, "rgb", (size, size))  # sensor noise, sigma 2.5
     np.clip(img, 0, 255, out=img)
     return img.astype(np.uint8)
 
@@ -1208,7 +1212,7 @@ def encode_png(rgb: np.ndarray) -> bytes:
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:], dtype=np.uint8)
     comp = zlib.compressobj(6, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
-    data = comp.compress(filtered.tobytes()) + comp.flush()
+    data = comp.compress(filtered) + comp.flush()
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
