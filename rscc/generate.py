@@ -21,21 +21,26 @@ PAD_ID, START_ID, END_ID = 0, 1, 3  # special token ids of every vocabulary (PAD
 @torch.no_grad()
 def greedy_reference(model: RSICRC, *, img_a: torch.Tensor | None = None, img_b: torch.Tensor | None = None,
                      feat_a: torch.Tensor | None = None, feat_b: torch.Tensor | None = None,
-                     max_len: int | None = None, start_id: int = START_ID, end_id: int = END_ID) -> list[list[int]]:
+                     vis_toks: torch.Tensor | None = None, max_len: int | None = None, start_id: int = START_ID,
+                     end_id: int = END_ID) -> list[list[int]]:
     """Token ids (START first, END last when reached) for each pair of a batch, decoded alone.
 
-    Give images (B, 3, H, W) or backbone features (B, C, s, s). Up to ``max_len`` steps
-    (default ``model.config.max_len``), so at most max_len + 1 ids. Call ``model.eval()`` first
-    for deterministic output."""
-    if feat_a is None or feat_b is None:
-        feat_a, feat_b = model.backbone_features(img_a), model.backbone_features(img_b)
+    Give images (B, 3, H, W), backbone features (B, C, s, s) or visual tokens (s*s, B, d). Up to
+    ``max_len`` steps (default ``model.config.max_len``), so at most max_len + 1 ids. Call
+    ``model.eval()`` first for deterministic output."""
     max_len = model.config.max_len if max_len is None else max_len
+    if vis_toks is None and (feat_a is None or feat_b is None):
+        feat_a, feat_b = model.backbone_features(img_a), model.backbone_features(img_b)
+    pairs = vis_toks.shape[1] if vis_toks is not None else feat_a.shape[0]
     captions = []
-    for i in range(feat_a.shape[0]):
-        _, vis_toks = model.encode_features(feat_a[i:i + 1], feat_b[i:i + 1])  # (s*s, 1, d)
-        ids = torch.tensor([[start_id]], device=feat_a.device)
+    for i in range(pairs):
+        if vis_toks is not None:
+            pair_toks = vis_toks[:, i:i + 1]  # (s*s, 1, d)
+        else:
+            _, pair_toks = model.encode_features(feat_a[i:i + 1], feat_b[i:i + 1])
+        ids = torch.tensor([[start_id]], device=pair_toks.device)
         for _ in range(max_len):
-            logits, _ = model.decode(ids, None, vis_toks)
+            logits, _ = model.decode(ids, None, pair_toks)
             next_id = logits[0, -1].argmax().view(1, 1)
             ids = torch.cat([ids, next_id], dim=1)
             if next_id.item() == end_id:

@@ -1,0 +1,136 @@
+"""`rscc evaluate`: predictions and metrics files of a run on a split."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rscc.generate import END_ID
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    from rscc.data.synth import make_synthetic
+
+    return make_synthetic(tmp_path_factory.mktemp("synth"), 24, size=64, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_set):
+    """A random cpu-tiny-like model (backbone included) with the synthetic set's vocabulary."""
+    from rscc.config import load_preset
+    from rscc.data.levircc import Vocabulary, load_pairs
+    from rscc.model.rsicrc import build_model, save_weights
+
+    run_dir = tmp_path_factory.mktemp("run")
+    vocab = Vocabulary.build(load_pairs(tiny_set), rule="train")
+    config = load_preset("cpu-tiny", ["model.d_model=32", "model.a_dim=32", "model.h_dim=16", "model.tiny_width=32",
+                                      "model.tiny_layers=1", "model.image_size=64", f"model.vocab_size={len(vocab)}",
+                                      f"data.root={tiny_set}", "loss.similarity_source=string"])
+    torch.manual_seed(0)
+    model = build_model(config.model, load_pretrained=False)
+    with torch.no_grad():
+        model.decoder.lm_head.weight[END_ID] *= 10
+    (run_dir / "best").mkdir()
+    save_weights(model, run_dir / "best" / "weights.safetensors")
+    config.save(run_dir / "config.yaml")
+    vocab.save(run_dir / "vocab.json")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_run):
+    from rscc.cli import main
+
+    status = main(["evaluate", str(tiny_run), "--split", "test", "--no-meteor", "--no-progress", "--device", "cpu"])
+    out = tiny_run / "eval-test"
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    return status, rows, json.loads((out / "metrics.json").read_text())
+
+
+def test_evaluate_exits_zero_and_writes_a_prediction_per_test_pair(evaluated, tiny_set):
+    from rscc.data.levircc import load_pairs
+
+    status, rows, _ = evaluated
+    test_pairs = [p for p in load_pairs(tiny_set) if p.split == "test"]
+    assert status == 0
+    assert [r["id"] for r in rows] == [p.filename.removesuffix(".png") for p in test_pairs]
+    assert all(set(r) == {"id", "prediction", "references", "changed"} for r in rows)
+    assert [r["references"] for r in rows] == [p.raws for p in test_pairs]
+    assert [r["changed"] for r in rows] == [p.changed for p in test_pairs]
+
+
+def test_predictions_are_the_greedy_captions_of_the_pairs(evaluated, tiny_run, tiny_set):
+    from rscc.data.levircc import load_pair_images, load_pairs
+    from rscc.generate import caption_pairs
+    from rscc.model.run import load_run
+
+    _, rows, _ = evaluated
+    model, _, vocab = load_run(tiny_run)
+    t = model.backbone.transform
+    images = [load_pair_images(p, tiny_set) for p in load_pairs(tiny_set) if p.split == "test"]
+    expected = caption_pairs(model, vocab, torch.stack([t(a) for a, _ in images]), torch.stack([t(b) for _, b in images]))
+    assert [r["prediction"] for r in rows] == expected
+
+
+def test_metrics_hold_both_protocols_and_both_floors_on_all_and_changed_pairs(evaluated):
+    _, rows, metrics = evaluated
+    changed = sum(r["changed"] for r in rows)
+    for system in ("model", "always_no_change", "change_flag_and_fixed_sentence"):
+        for protocol in ("tokens", "raw"):
+            result = metrics["captioning"][system][protocol]
+            assert result["protocol"] == protocol
+            assert (result["all"]["n"], result["changed"]["n"]) == (len(rows), changed)
+            assert {"BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"} <= set(result["all"])
+
+
+def test_the_always_no_change_floor_answers_the_stock_sentence(evaluated, tiny_run):
+    from rscc.commands.score import score_rows
+    from rscc.metrics.captioning import NO_CHANGE_SENTENCE
+
+    _, rows, metrics = evaluated
+    floor_rows = [dict(r, prediction=NO_CHANGE_SENTENCE) for r in rows]
+    rescored = score_rows(floor_rows, protocol="raw", meteor=False, spice=False)
+    assert metrics["captioning"]["always_no_change"]["raw"]["all"] == rescored["all"]
+
+
+def test_rscc_score_on_the_predictions_file_reproduces_the_models_scores(evaluated, tiny_run):
+    from rscc.commands.score import read_predictions, score_rows
+
+    _, _, metrics = evaluated
+    rows = read_predictions(tiny_run / "eval-test" / "predictions.jsonl")
+    for protocol in ("tokens", "raw"):
+        rescored = score_rows(rows, protocol=protocol, meteor=False, spice=False)
+        assert metrics["captioning"]["model"][protocol]["changed"] == rescored["changed"]
+
+
+def test_metrics_hold_both_retrieval_protocols_on_all_and_changed_pairs(evaluated):
+    _, rows, metrics = evaluated
+    changed = sum(r["changed"] for r in rows)
+    authors, cross_modal = metrics["retrieval"]["authors"], metrics["retrieval"]["cross_modal"]
+    assert (authors["all"]["n_queries"], authors["changed"]["n_queries"]) == (len(rows), changed)
+    assert {"P@5", "R@5", "MRR@10"} <= set(authors["all"])
+    assert cross_modal["all"]["text_to_pair"]["n_queries"] == 5 * len(rows)
+    assert cross_modal["changed"]["pair_to_text"]["n_queries"] == changed
+
+
+def test_beam_search_evaluation_goes_to_its_own_folder(tiny_run, tmp_path):
+    from rscc.evaluate import evaluate_run
+
+    metrics = evaluate_run(tiny_run, split="val", beam=2, meteor=False, retrieval=False, progress=False,
+                           device="cpu")
+    assert metrics["out_dir"] == str(tiny_run / "eval-val-beam2")
+    assert metrics["decoding"]["beam"] == 2
+    assert "retrieval" not in json.loads((tiny_run / "eval-val-beam2" / "metrics.json").read_text())
+
+
+def test_evaluating_a_missing_split_names_the_splits_present(tiny_run, tiny_set, tmp_path):
+    from rscc.errors import DatasetError
+    from rscc.evaluate import evaluate_run
+
+    data = json.loads((tiny_set / "LevirCCcaptions.json").read_text())
+    data["images"] = [r for r in data["images"] if r["split"] == "train"]
+    (tmp_path / "LevirCCcaptions.json").write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match="splits present: train"):
+        evaluate_run(tiny_run, data=tmp_path, split="test", meteor=False, progress=False, device="cpu")
