@@ -34,9 +34,29 @@ class Profile:
     device: str = "auto"
     eval_split: str = "test"
     runs_dir: Path = REPO_ROOT / "runs"
+    similarity_pairs: int | None = None  # changed pairs sampled for caption-similarity plots (None = all)
 
     def run_dir(self, *parts: str) -> Path:
         return self.runs_dir / self.name / Path(*parts)
+
+    @property
+    def figures_dir(self) -> Path:
+        """quick: figures/; paper: figures/paper/; smoke (tests): runs/smoke/figures/."""
+        path = {"quick": REPO_ROOT / "figures", "paper": REPO_ROOT / "figures" / "paper"}.get(
+            self.name, self.runs_dir / self.name / "figures")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def results_dir(self) -> Path:
+        """quick: results/; paper: results/paper/; smoke (tests): runs/smoke/results/."""
+        path = {"quick": REPO_ROOT / "results", "paper": REPO_ROOT / "results" / "paper"}.get(
+            self.name, self.runs_dir / self.name / "results")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def figure(self, name: str) -> Path:
+        return self.figures_dir / f"{name}.png"
 
 
 # tiny model settings for the smoke profile (seconds per training)
@@ -50,7 +70,7 @@ PROFILES = {
         preset="cpu-tiny", synth_pairs=60, synth_size=64,
         overrides=_SMOKE_MODEL + ["train.epochs=1", "train.batch_size=8", "data.synth_pairs=60", "data.synth_size=64"],
         thetas=[0.9, 1.0], fn_modes=["none", "fne", "fna"], seeds=[0], backbones=["cpu-tiny"],
-        backbone_overrides=_SMOKE_MODEL,
+        backbone_overrides=_SMOKE_MODEL, similarity_pairs=100,
     ),
     "quick": dict(
         preset="cpu-tiny", synth_pairs=1000, synth_size=128,
