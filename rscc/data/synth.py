@@ -135,6 +135,7 @@ class Road:
     material: int = ASPHALT  # ASPHALT, CEMENT or DIRT
     kerb: bool = True
     cul_de_sac: bool = False  # a turning circle at the last point
+    shape: str = "straight"  # what the captions call it: straight, curved, t-shaped, cross
 
 
 @dataclass
@@ -150,6 +151,7 @@ class House:
     lot_label: int = LAWN
     driveway: np.ndarray | None = None
     pool: np.ndarray | None = None
+    side: tuple[int, int] = (0, 0)  # (road index, +1 or -1): which road it faces, on which side
 
     @property
     def corners(self) -> np.ndarray:
@@ -273,7 +275,7 @@ def _road_through(rng, region: str | None, shape: str, width: float | None = Non
         p0 = (fx - 12 * sx, fy + sy * a)
         p2 = (fx + sx * b, fy - 12 * sy)
         p1 = (fx + sx * b * rng.uniform(0.6, 1.0), fy + sy * a * rng.uniform(0.6, 1.0))
-        return [Road(_bezier(p0, p1, p2), w, mat)]
+        return [Road(_bezier(p0, p1, p2), w, mat, shape="curved")]
     if shape == "curved":
         lo, hi = (y0, y1) if horizontal else (x0, x1)
         lo, hi = (lo + 14, hi - 14) if region in ("top", "bottom", "left", "right") else (20, 236)
@@ -281,7 +283,7 @@ def _road_through(rng, region: str | None, shape: str, width: float | None = Non
         across = np.clip(across, lo, hi)
         along = np.array([-30.0, rng.uniform(90, 166), 286.0])
         pts = np.stack([along, across], 1) if horizontal else np.stack([across, along], 1)
-        return [Road(_bezier(pts[0], pts[1], pts[2], 18), w, mat)]
+        return [Road(_bezier(pts[0], pts[1], pts[2], 18), w, mat, shape="curved")]
     if shape == "t-shaped":
         main = straight(cx, cy, horizontal, tilt)
         # the branch leaves the main road towards the far side of the region
@@ -303,9 +305,10 @@ def _road_through(rng, region: str | None, shape: str, width: float | None = Non
             if region in ("left", "right"):
                 end = np.array([x0 + 6 if direction < 0 else x1 - 6, s])
         branch_ends_inside = _in_box(end, (0, 0, 256, 256))
-        return [Road(main, w, mat), Road(np.stack([start, end]), w * 0.85, mat, cul_de_sac=branch_ends_inside)]
+        return [Road(main, w, mat, shape="t-shaped"),
+                Road(np.stack([start, end]), w * 0.85, mat, cul_de_sac=branch_ends_inside, shape="t-shaped")]
     if shape == "cross":
-        return [Road(straight(cx, cy, True, tilt), w, mat), Road(straight(cx, cy, False, -tilt), w, mat)]
+        return [Road(straight(cx, cy, True, tilt), w, mat, shape="cross"), Road(straight(cx, cy, False, -tilt), w, mat, shape="cross")]
     return [Road(straight(cx, cy, horizontal, tilt), w, mat)]
 
 
@@ -389,7 +392,7 @@ def _houses_along(rng, scene: Scene, road_index: int, box: Box, kind: str, limit
             house = House(
                 centre=(cx, cy), length=length, depth=depth, angle=angle,
                 roof_colour=int(roof_colours[int(rng.integers(2))]), roof=roof, kind=kind, lot=lot,
-                lot_label=lot_label, driveway=driveway, pool=pool,
+                lot_label=lot_label, driveway=driveway, pool=pool, side=(road_index, side),
             )
             scene.houses.append(house)
             placed.append(house)
@@ -443,8 +446,8 @@ def _clear_crowns_for(scene: Scene, houses=(), roads=(), parking=()) -> int:
 
 def _woods(rng, scene: Scene, box: Box, density: float = 1.0) -> int:
     x0, y0, x1, y1 = box
-    n = int(density * (x1 - x0) * (y1 - y0) / 150)
-    return _add_crowns(rng, scene, box, n, cluster=0.9, rmin=4, rmax=9)
+    n = int(density * (x1 - x0) * (y1 - y0) / 190)
+    return _add_crowns(rng, scene, box, n, cluster=0.9, rmin=4.5, rmax=9.5)
 
 
 def _parking_lot(rng, scene: Scene, road_index: int, box: Box) -> tuple | None:
@@ -591,10 +594,6 @@ def _opposite(region: str | None) -> str | None:
     return " ".join(swap.get(w, w) for w in region.split()) if region and region != "center" else None
 
 
-def _count(n: int) -> str:
-    return "one" if n == 1 else "two" if n == 2 else "three" if n == 3 else "several" if n <= 6 else "many"
-
-
 def _change(rng, kind: str, region: str | None, before: Scene) -> tuple[Scene, Change] | None:
     """Apply a change of ``kind`` in ``region``; None when it could not be placed."""
     after = before.copy()
@@ -615,7 +614,7 @@ def _change(rng, kind: str, region: str | None, before: Scene) -> tuple[Scene, C
         if kind == "houses_in_woods":
             after.crowns = before.crowns.copy()  # ... then cut only the trees on the new lots
         cut = _clear_crowns_for(after, houses=new)
-        both = len({_side_of(after.roads, h) for h in new}) > 1
+        both = len({h.side for h in new}) > len({h.side[0] for h in new})  # some road has houses on both sides
         noun = {"house": "houses", "villa": "villas", "building": "buildings"}[house_kind]
         woods = kind == "houses_in_woods"
         return after, Change("houses", len(new), noun, ground="woods" if woods else ground,
@@ -636,10 +635,8 @@ def _change(rng, kind: str, region: str | None, before: Scene) -> tuple[Scene, C
         if len(new) < 4:
             return None
         cut = _clear_crowns_for(after, houses=new, roads=roads)
-        if region is not None and region != "center":
-            shape = "straight" if shape not in ("t-shaped", "cross") else shape
         noun = "houses" if house_kind == "house" else "villas"
-        return after, Change("residential", len(new), noun, road_shape=_shape_of(roads, region, shape),
+        return after, Change("residential", len(new), noun, road_shape=roads[0].shape,
                              ground=ground, trees_removed=cut, both_sides=True)
     if kind == "road":
         shape = str(rng.choice(["straight", "curved", "t-shaped", "cross"], p=[0.45, 0.25, 0.2, 0.1]))
@@ -651,7 +648,7 @@ def _change(rng, kind: str, region: str | None, before: Scene) -> tuple[Scene, C
         after.roads += roads
         cut = _clear_crowns_for(after, roads=roads)
         woods = cut >= 8
-        return after, Change("road", len(roads), road_shape=_shape_of(roads, region, shape),
+        return after, Change("road", len(roads), road_shape=roads[0].shape,
                              ground="woods" if woods else ground, trees_removed=cut)
     if kind == "extend":
         road = _road_through(rng, None, "curved" if rng.random() < 0.3 else "straight")[0]
@@ -672,7 +669,7 @@ def _change(rng, kind: str, region: str | None, before: Scene) -> tuple[Scene, C
         after = before.copy()
         after.roads[-1] = road
         _clear_crowns_for(after, roads=[road])
-        return after, Change("extend", 1, road_shape="straight", ground=ground)
+        return after, Change("extend", 1, road_shape=road.shape, ground=ground)
     if kind == "trees_removed":
         xy = before.crowns[:, :2]
         inside = (xy[:, 0] >= box[0]) & (xy[:, 0] <= box[2]) & (xy[:, 1] >= box[1]) & (xy[:, 1] <= box[3])
@@ -707,27 +704,6 @@ def _change(rng, kind: str, region: str | None, before: Scene) -> tuple[Scene, C
                 return after, Change("parking", 1, "buildings", ground=ground, trees_removed=cut)
         return None
     raise ValueError(f"unknown change kind {kind!r}")
-
-
-def _side_of(roads: list[Road], house: House) -> int:
-    best, sign = np.inf, 0
-    c = np.asarray(house.centre)
-    for road in roads:
-        d = _seg_distance(c[None], road.points)[0]
-        if d < best:
-            arc = _arc(road.points)
-            i = int(np.argmin(np.hypot(*(road.points - c).T)))
-            i = min(i, len(road.points) - 2)
-            t = road.points[i + 1] - road.points[i]
-            best, sign = d, int(np.sign(t[0] * (c[1] - road.points[i][1]) - t[1] * (c[0] - road.points[i][0])))
-            del arc
-    return sign
-
-
-def _shape_of(roads: list[Road], region: str | None, shape: str) -> str:
-    if len(roads) == 2:
-        return "t-shaped" if roads[1].points.shape[0] == 2 and shape == "t-shaped" else "cross"
-    return shape if shape in ("straight", "curved") else "straight"
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -848,12 +824,13 @@ def _noise(name: str) -> np.ndarray:
     if not _NOISE_CACHE:
         rng = np.random.default_rng(20240613)
         _NOISE_CACHE.update(
-            pixel=rng.standard_normal((1024, 1024), dtype=np.float32),  # sensor-like grain
             rgb=rng.standard_normal((1024, 1024, 3), dtype=np.float32) * np.float32(2.5),  # sensor noise
-            grain=_upsampled(rng, 384),  # ~3 px
-            mottle=_upsampled(rng, 72),  # ~14 px
-            patch=_upsampled(rng, 44),  # ~23 px
-            blob=_upsampled(rng, 14),  # ~73 px: where grass and bareland lie
+            grain=_upsampled(rng, 384),  # ~3 px: bushes
+            # where grass and bareland lie: ~73 px blobs with ~23 px ragged edges
+            land=_upsampled(rng, 14) + np.float32(0.45) * _upsampled(rng, 44),
+            # brightness texture of every surface: ~3 px grain, pixel noise, ~14 px mottles
+            texture=np.float32(0.5) * _upsampled(rng, 384) + np.float32(0.2) * rng.standard_normal((1024, 1024), dtype=np.float32)
+            + _upsampled(rng, 72),
         )
     return _NOISE_CACHE[name]
 
@@ -863,11 +840,6 @@ def _crop_noise(rng, name: str, shape: tuple[int, int]) -> np.ndarray:
     y, x = rng.integers(0, 1024 - shape[0]), rng.integers(0, 1024 - shape[1])
     crop = tile[y : y + shape[0], x : x + shape[1]]
     return crop
-
-
-def _smooth(rng, cells: int, size: int) -> np.ndarray:
-    grid = rng.standard_normal((cells, cells), dtype=np.float32)
-    return np.asarray(Image.fromarray(grid).resize((size, size), Image.BICUBIC))
 
 
 @dataclass
@@ -893,27 +865,23 @@ def _ground_look(rng, scene: Scene, canvas: int) -> _Look:
         [(122, 124, 92), (138, 136, 102), (114, 118, 86), (148, 144, 112)][rng.integers(0, 4)], np.float32
     ) + rng.normal(0, 5, 3).astype(np.float32)
     shape = (canvas, canvas)
-    field_ = _crop_noise(rng, "blob", shape) + np.float32(0.45) * _crop_noise(rng, "patch", shape)
-    bias = np.float32(-0.7 if scene.ground == "bare" else 0.7)
-    field_ += bias
-    field_ *= np.float32(1.6 * (GROUND_LEVELS - 1))
-    field_ += np.float32(0.5 * (GROUND_LEVELS - 1) + 0.5)
-    np.clip(field_, 0, GROUND_LEVELS - 1, out=field_)  # 0 bare .. 63 grass
+    bias = -0.7 if scene.ground == "bare" else 0.7
+    # level = clip(((land + bias) * 1.6 + 0.5) * 63, 0, 63): 0 bare .. 63 grass
+    field_ = _crop_noise(rng, "land", shape) * np.float32(1.6 * (GROUND_LEVELS - 1))
+    field_ += np.float32(((bias * 1.6) + 0.5) * (GROUND_LEVELS - 1) + 0.5)
+    np.clip(field_, 0, GROUND_LEVELS - 1, out=field_)
     levels = field_.astype(np.uint8)
     grain = _crop_noise(rng, "grain", shape)
     levels[(grain > 1.2) & (levels > 22)] += GROUND_LEVELS  # dark bushes in grassy areas
     levels += np.uint8(GROUND_BASE)
-    texture = np.float32(0.5) * grain
-    texture += np.float32(0.2) * _crop_noise(rng, "pixel", shape)
-    texture += _crop_noise(rng, "mottle", shape)
-    return _Look(levels, texture, bare, grass)
+    return _Look(levels, np.ascontiguousarray(_crop_noise(rng, "texture", shape)), bare, grass)
 
 
 def _date_palette(rng, look: _Look, season: float) -> np.ndarray:
     """Colours of every label on one date: season (green <-> dry vegetation) and illumination."""
     palette = PALETTE.copy()
     dry, lush = max(season, 0.0), max(-season, 0.0)
-    veg = np.array([1.0 + 0.10 * dry - 0.08 * lush, 1.0 + 0.02 * dry + 0.02 * lush, 1.0 - 0.05 * dry - 0.06 * lush], np.float32)
+    veg = np.array([1.0 + 0.07 * dry - 0.08 * lush, 1.0 + 0.02 * dry + 0.02 * lush, 1.0 - 0.02 * dry - 0.06 * lush], np.float32)
     palette[list(VEGETATION)] *= veg
     ramp = np.linspace(0.0, 1.0, GROUND_LEVELS, dtype=np.float32)[:, None]
     ground = look.bare + (look.grass * veg - look.bare) * ramp
