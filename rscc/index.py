@@ -217,7 +217,8 @@ def exact_search(gallery: torch.Tensor, queries: torch.Tensor, k: int,
     """Top-``k`` inner products of ``queries`` (Q, d) against ``gallery`` (N, d).
 
     Returns (scores (Q, k) float32, indices (Q, k) int64), best first. The gallery is read in
-    chunks of ``chunk_rows`` rows, so memory stays at O(Q·chunk_rows) beyond the gallery itself.
+    chunks of at most ``chunk_rows`` rows, fewer for many queries, so that the scores of a chunk
+    and its float32 copy stay under 128 MB each.
 
     A float16 gallery is scored in float16 when there are few queries: the product is bound by
     memory, and a CPU multiplies a float16 matrix by a vector about twice as fast as a float32
@@ -226,6 +227,9 @@ def exact_search(gallery: torch.Tensor, queries: torch.Tensor, k: int,
     so the result is exact over the stored values. For many queries chunks are converted."""
     queries = queries.float()
     k = min(k, gallery.shape[0])
+    chunk_rows = min(chunk_rows, max(1024, 2 ** 25 // queries.shape[0]))  # (Q, chunk) float32 scores
+    if gallery.dtype != torch.float32 and queries.shape[0] > 8:
+        chunk_rows = min(chunk_rows, max(1024, 2 ** 25 // gallery.shape[1]))  # float32 copy of a chunk
     if gallery.dtype == torch.float32 or queries.shape[0] > 8:
         scores, indices, _ = _chunked_topk(gallery, k, chunk_rows, lambda rows: queries @ rows.float().T)
         return scores, indices
