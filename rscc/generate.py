@@ -128,8 +128,9 @@ def greedy(model: RSICRC, vis_toks: torch.Tensor, max_len: int | None = None, st
     ``vis_toks`` (s*s, B, d) from ``model.encode_images``/``encode_features``. Gives the same ids
     as :func:`greedy_reference`: up to ``max_len`` steps (default ``model.config.max_len``),
     arg-max each step, a sequence stops after END; no pad mask, so generated PAD ids are kept
-    and attended to. Finished sequences keep running (their new ids are discarded) until every
-    sequence has stopped. Call ``model.eval()`` first."""
+    and attended to. A sequence that has stopped leaves the batch (its rows of the cache are
+    dropped), so a batch costs the sum of its captions' lengths rather than B times the longest.
+    Call ``model.eval()`` first."""
     max_len = _check_steps(model, max_len)
     batch, device = vis_toks.shape[1], vis_toks.device
     state = _IncrementalDecoder(model, vis_toks)
@@ -137,21 +138,26 @@ def greedy(model: RSICRC, vis_toks: torch.Tensor, max_len: int | None = None, st
     ids[:, 0] = start_id
     lengths = torch.ones(batch, dtype=torch.long, device=device)
     log_probs = torch.zeros(batch, device=device)
-    running = torch.ones(batch, dtype=torch.bool, device=device)
-    attention = []
+    attention = torch.zeros(batch, max_len, vis_toks.shape[0], device=device)
+    active = torch.arange(batch, device=device)  # the rows still running
+    last_ids, steps = ids[:, 0], 0
     for t in range(max_len):
-        logits, weights = state.step(ids[:, t])
-        attention.append(weights)
+        logits, weights = state.step(last_ids)  # (A, V), (A, s*s)
         next_ids = logits.argmax(dim=-1)
-        step_log_prob = logits.float().log_softmax(dim=-1).gather(1, next_ids[:, None])[:, 0]
-        ids[:, t + 1] = torch.where(running, next_ids, PAD_ID)
-        log_probs += torch.where(running, step_log_prob, 0.0)
-        lengths += running.long()
-        running &= next_ids != end_id
-        if not running.any():
-            break
-    steps = len(attention)
-    return Generation(ids[:, :steps + 1], lengths, log_probs, torch.stack(attention, dim=1))
+        ids[active, t + 1] = next_ids
+        attention[active, t] = weights.to(attention.dtype)
+        log_probs[active] += logits.float().log_softmax(dim=-1).gather(1, next_ids[:, None])[:, 0]
+        lengths[active] += 1
+        steps = t + 1
+        going = next_ids != end_id
+        if not bool(going.all()):
+            if not bool(going.any()):
+                break
+            keep = going.nonzero()[:, 0]
+            state.reorder(keep)
+            active, next_ids = active[keep], next_ids[keep]
+        last_ids = next_ids
+    return Generation(ids[:, :steps + 1], lengths, log_probs, attention[:, :steps])
 
 
 @torch.no_grad()

@@ -9,6 +9,15 @@ import torch
 from rscc.generate import END_ID
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: extra threads only add synchronisation (and spin on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
     from rscc.data.synth import make_synthetic
@@ -85,7 +94,7 @@ def test_metrics_hold_both_protocols_and_both_floors_on_all_and_changed_pairs(ev
             assert {"BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"} <= set(result["all"])
 
 
-def test_the_always_no_change_floor_answers_the_stock_sentence(evaluated, tiny_run):
+def test_the_always_no_change_floor_answers_the_stock_sentence(evaluated):
     from rscc.commands.score import score_rows
     from rscc.metrics.captioning import NO_CHANGE_SENTENCE
 
@@ -115,7 +124,7 @@ def test_metrics_hold_both_retrieval_protocols_on_all_and_changed_pairs(evaluate
     assert cross_modal["changed"]["pair_to_text"]["n_queries"] == changed
 
 
-def test_beam_search_evaluation_goes_to_its_own_folder(tiny_run, tmp_path):
+def test_beam_search_evaluation_goes_to_its_own_folder(tiny_run):
     from rscc.evaluate import evaluate_run
 
     metrics = evaluate_run(tiny_run, split="val", beam=2, meteor=False, retrieval=False, progress=False,
