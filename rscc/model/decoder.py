@@ -57,6 +57,11 @@ class MultiHeadAttention(nn.Module):
     def _split(self, t: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, heads, T, d/heads)
         return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
+    def project_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of ``x`` in one matrix product (self-attention)."""
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        return self._split(q), self._split(k), self._split(v)
+
     def project_query(self, x: torch.Tensor) -> torch.Tensor:
         d = x.shape[-1]
         return self._split(F.linear(x, self.in_proj_weight[:d], self.in_proj_bias[:d]))
@@ -127,8 +132,7 @@ class DecoderLayer(nn.Module):
         return x, weights
 
     def _self_attention(self, x, mask, cache):
-        q = self.self_attention.project_query(x)
-        k, v = self.self_attention.project_keys_values(x)
+        q, k, v = self.self_attention.project_all(x)
         causal = True
         if cache is not None:
             if cache.self_keys is not None:

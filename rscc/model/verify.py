@@ -32,6 +32,7 @@ class TensorCheck:
     outside: int  # elements beyond atol + rtol·|expected|
     size: int
     ok: bool
+    worst_excess: float  # max of |got − expected| − (atol + rtol·|expected|); ≤ 0 when ok
 
 
 @dataclass
@@ -56,8 +57,10 @@ def check_tensor(name: str, got: torch.Tensor, expected: torch.Tensor, atol: flo
     got = got.detach().float().reshape(expected.shape)
     expected = expected.float()
     error = (got - expected).abs()
-    outside = int((error > atol + RTOL * expected.abs()).sum())
-    return TensorCheck(name, float(error.max()) if error.numel() else 0.0, atol, outside, error.numel(), outside == 0)
+    excess = error - (atol + RTOL * expected.abs())
+    outside = int((excess > 0).sum())
+    return TensorCheck(name, float(error.max()) if error.numel() else 0.0, atol, outside, error.numel(), outside == 0,
+                       float(excess.max()) if error.numel() else 0.0)
 
 
 def verify_reference(fixture_dir: str | Path, atol: dict[str, float] | None = None) -> VerificationReport:
@@ -118,8 +121,8 @@ def format_report(report: VerificationReport) -> str:
     lines = [f"fixture {report.fixture}",
              f"{'output':<16} {'max |err|':>10} {'atol':>8} {'outside':>14}  result"]
     for t in report.tensors:
-        lines.append(f"{t.name:<16} {t.max_abs_error:>10.3e} {t.atol:>8.0e} {t.outside:>6}/{t.size:<7}  "
-                     f"{'ok' if t.ok else 'FAIL'}")
+        verdict = "ok" if t.ok else f"FAIL (worst element {t.worst_excess:.1e} beyond its bound)"
+        lines.append(f"{t.name:<16} {t.max_abs_error:>10.3e} {t.atol:>8.0e} {t.outside:>6}/{t.size:<7}  {verdict}")
     matched = sum(report.greedy)
     lines.append(f"{'greedy tokens':<16} {matched}/{len(report.greedy)} pairs identical"
                  f"{'' if all(report.greedy) else '  FAIL'}")
