@@ -12,9 +12,11 @@ the features depend on: the backbone name, image size and output shape, the back
 the model under its seed), the storage dtype, and the dataset content (the captions JSON bytes and
 the size and modification time of every image file). Change any of them and a new cache is made.
 
-Storage is float16 by default: it halves the disk and page-cache footprint, and the loss of a
-cpu-tiny model on float16 features differs from float32 ones by < 1e-3 relative (measured, see
-the trainer's report). ``dtype="float32"`` keeps exact features.
+Storage is float16 by default: it halves the disk and page-cache footprint at no measurable cost.
+Measured on cpu-tiny (synthetic 128 px validation pairs, a briefly trained model): rounding the
+features to float16 changes them by 2e-4 (relative norm), the caption loss by 3e-7 and the
+contrastive loss by 1.5e-6 (relative), and keeps every pair embedding at cosine > 0.9999998 with
+its float32 value. ``dtype="float32"`` keeps exact features.
 """
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ FEATURE_DTYPE = "float16"
 LOG_FIELDS = ["step", "epoch", "split", "loss", "cap_loss", "con_loss", "lr", "samples_per_s", "metric", "score"]
 SELECT_BEST = {"val_loss": "min", "cider": "max", "retrieval": "max"}  # direction of each criterion
 # Options that may change when a run is resumed: they do not change what it computes.
-RESUMABLE_CHANGES = {"train.log_every", "train.checkpoint_every", "data.num_workers", "train.device"}
+RESUMABLE_CHANGES = {"train.log_every", "train.checkpoint_every", "train.num_threads", "data.num_workers", "train.device"}
 FULL_IMAGE_CHECK_PAIRS = 300  # datasets up to this size get their images decoded by the data check
 
 
@@ -349,15 +349,20 @@ def resolve_data_root(config: RunConfig, procs: Processes, progress: bool = True
     return root
 
 
-def check_dataset(root: Path, num_pairs: int) -> None:
-    """Run the data check (images decoded for small datasets); DatasetError naming the problems."""
+def check_dataset(root: Path) -> list[Pair]:
+    """Run the data check (images decoded too for small datasets) and read the pairs; a
+    DatasetError names the first problems."""
     from rscc.data.check import validate_dataset
 
-    problems, _ = validate_dataset(root, images=num_pairs <= FULL_IMAGE_CHECK_PAIRS, with_summary=True)
+    problems, _ = validate_dataset(root, images=False, with_summary=True)
+    pairs = load_pairs(root) if not problems else []
+    if pairs and len(pairs) <= FULL_IMAGE_CHECK_PAIRS:
+        problems, _ = validate_dataset(root, images=True, with_summary=True)
     if problems:
         shown = "; ".join(f"{p.path}: {p.reason}" for p in problems[:3])
         raise DatasetError(f"{root}: the dataset check found {len(problems)} problem(s) "
                            f"(`rscc data check {root}` lists them all), first: {shown}")
+    return pairs
 
 
 def similarity_inputs(config: RunConfig, pairs: list[Pair], progress: bool = True) -> torch.Tensor | None:
@@ -540,11 +545,21 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False, progress
     ``on_step`` is called after every optimiser step (and its checkpoint, if any) with
     ``{"step", "epoch", "loss", "cap_loss", "con_loss", "lr"}``. Returns a summary: steps,
     epochs, best step and score, the selection criterion, paths, throughput."""
+    threads = torch.get_num_threads()
+    if config.train.num_threads is not None:
+        torch.set_num_threads(config.train.num_threads)
+    try:
+        return _train(config, Path(out_dir), resume, progress, on_step)
+    finally:
+        torch.set_num_threads(threads)  # the setting holds for this training only
+
+
+def _train(config: RunConfig, out_dir: Path, resume: bool, progress: bool,
+           on_step: Callable[[dict], None] | None) -> dict:
     from rscc.feature_cache import backbone_is_static, backbone_label, ensure_feature_cache, estimated_size, weights_source
     from rscc.model.rsicrc import build_model, load_weights
 
     config = RunConfig.from_dict(config.to_dict())  # a private copy: vocab_size is filled in below
-    out_dir = Path(out_dir)
     tc = config.train
     procs, device = setup_processes(tc.device)
     check_config(config, procs)
@@ -558,9 +573,7 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False, progress
     if resume and last is None and show:
         print(f"{out_dir}: no checkpoint yet, starting from scratch", file=sys.stderr)
     root = resolve_data_root(config, procs, progress=show)
-    pairs = load_pairs(root)
-    if procs.main:
-        check_dataset(root, len(pairs))
+    pairs = check_dataset(root) if procs.main else load_pairs(root)
     by_split = {s: [p for p in pairs if p.split == s] for s in SPLITS}
     for split in ("train", "val"):
         if not by_split[split]:

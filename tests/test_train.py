@@ -22,7 +22,7 @@ SMALL = [
     "model.tiny_width=64", "model.tiny_layers=1", "model.image_size=64", "model.d_model=32",
     "model.h_dim=32", "model.a_dim=32", "model.num_heads=2", "train.batch_size=16",
     "data.synth_pairs=40", "data.synth_size=64", "train.max_steps=12", "train.checkpoint_every=3",
-    "loss.similarity_source=string", "train.log_every=1",
+    "loss.similarity_source=string", "train.log_every=1", "train.num_threads=1",
 ]
 
 
