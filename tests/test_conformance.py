@@ -14,10 +14,12 @@ from rscc.model.convert import authors_to_rscc, load_authors_head, model_config_
 from rscc.model.rsicrc import build_model
 from rscc.model.verify import verify_reference
 
-# The shared fixture's vis_toks carry the float32 rounding of the machine that made them: even our
-# model evaluated in float64 misses the README bound (1e-5 + 1e-5 |exp|) on 2 of 18,816 elements,
-# and float32 here on 4 to 7 (by at most 6e-6). Every other output passes the README tolerance.
-VIS_TOKS_ATOL = 1e-4
+# The shared fixture's vis_toks carry the float32 rounding of the machine that made them: the
+# exact (float64) result differs from them by up to 2.1e-5, so even float64 misses the README bound
+# (1e-5 + 1e-5 |exp|) on 2 of 18,816 elements, and float32 here on 4 (by at most 5e-6).
+# test_vis_toks_deviation_is_float32_rounding_of_the_reference_itself proves it; every other output
+# passes the README tolerance. The bound used for vis_toks is 2.4x the largest deviation measured.
+VIS_TOKS_ATOL = 5e-5
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +51,23 @@ def test_shared_fixture_passes_with_readme_tolerances_and_vis_toks_atol_1e_4(ref
 
 def test_shared_fixture_outputs_other_than_vis_toks_pass_the_readme_tolerance(readme_report):
     assert [t.name for t in readme_report.tensors if not t.ok] in ([], ["vis_toks"])
+
+
+def test_vis_toks_deviation_is_float32_rounding_of_the_reference_itself(reference):
+    """Our float32 vis_toks are as close to the exact (float64) values as the reference's are."""
+    inputs = load_file(str(reference / "inputs.safetensors"))
+    expected = load_file(str(reference / "expected.safetensors"))["vis_toks"].double()
+    model = load_authors_head(reference).eval()
+    with torch.no_grad():
+        _, ours32 = model.encode_features(inputs["feat_before"], inputs["feat_after"])
+        model = model.double()
+        _, exact = model.encode_features(inputs["feat_before"].double(), inputs["feat_after"].double())
+    reference_error = (expected - exact).abs().max().item()
+    our_error = (ours32.double() - exact).abs().max().item()
+    assert 1e-5 < reference_error < 2.5e-5  # the reference itself is outside 1e-5 of the exact values
+    assert our_error <= reference_error
+    strict_misses = ((ours32.double() - expected).abs() > 1e-5 + 1e-5 * expected.abs()).sum().item()
+    assert strict_misses <= 8  # of 18,816 elements
 
 
 def test_shared_fixture_greedy_tokens_equal_the_authors_for_all_6_pairs(readme_report):
