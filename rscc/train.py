@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from rscc import paths
 from rscc.config import RunConfig
-from rscc.data.levircc import SPLITS, LevirCCDataset, Pair, Vocabulary, collate, load_pairs
+from rscc.data.levircc import CAPTIONS_PER_PAIR, SPLITS, LevirCCDataset, Pair, Vocabulary, collate, load_pairs
 from rscc.errors import CheckpointError, ConfigError, DatasetError, RsccError
 from rscc.losses import ContrastiveLoss, caption_keys, caption_loss
 
@@ -619,13 +619,15 @@ def _train(config: RunConfig, out_dir: Path, resume: bool, progress: bool,
         procs.barrier()
         if not procs.main:
             features = ensure_feature_cache(**cache_args, build=False)
-    similarity = {}
-    for split in ("train", "val"):
-        if procs.main:
-            similarity[split] = similarity_inputs(config, by_split[split], progress=show)
-        procs.barrier()
-        if not procs.main:
-            similarity[split] = similarity_inputs(config, by_split[split], progress=False)
+    # one call for both splits (one sentence-encoder load); rank 0 first fills the disk cache
+    similarity_pairs = by_split["train"] + by_split["val"]
+    if procs.main:
+        both = similarity_inputs(config, similarity_pairs, progress=show)
+    procs.barrier()
+    if not procs.main:
+        both = similarity_inputs(config, similarity_pairs, progress=False)
+    cut = CAPTIONS_PER_PAIR * len(by_split["train"])  # rows are captions
+    similarity = {"train": None if both is None else both[:cut], "val": None if both is None else both[cut:]}
     transform = None if use_cache else model.backbone.transform
     data_args = dict(vocab=vocab, root=root, transform=transform, max_len=config.data.max_len,
                      strict_length=config.data.strict_length)
