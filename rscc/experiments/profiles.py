@@ -35,6 +35,8 @@ class Profile:
     eval_split: str = "test"
     runs_dir: Path = REPO_ROOT / "runs"
     similarity_pairs: int | None = None  # changed pairs sampled for caption-similarity plots (None = all)
+    main_overrides: list[str] = field(default_factory=list)  # the main training of notebook 03
+    threads: int | None = None  # torch threads for trainings (1 is fastest for small models on 2 shared cores)
 
     def run_dir(self, *parts: str) -> Path:
         return self.runs_dir / self.name / Path(*parts)
@@ -69,12 +71,14 @@ PROFILES = {
     "smoke": dict(
         preset="cpu-tiny", synth_pairs=60, synth_size=64,
         overrides=_SMOKE_MODEL + ["train.epochs=1", "train.batch_size=8", "data.synth_pairs=60", "data.synth_size=64"],
+        threads=1,
         thetas=[0.9, 1.0], fn_modes=["none", "fne", "fna"], seeds=[0], backbones=["cpu-tiny"],
         backbone_overrides=_SMOKE_MODEL, similarity_pairs=100,
     ),
     "quick": dict(
         preset="cpu-tiny", synth_pairs=1000, synth_size=128,
-        overrides=["train.epochs=8", "train.batch_size=32", "data.synth_pairs=1000", "data.synth_size=128"],
+        overrides=["train.epochs=5", "train.batch_size=32", "data.synth_pairs=1000", "data.synth_size=128"],
+        main_overrides=["train.epochs=10"], threads=1,
         thetas=[0.6, 0.7, 0.8, 0.9, 1.0], fn_modes=["none", "fne", "fna"], seeds=[0], backbones=["cpu-tiny"],
     ),
     "paper": dict(
