@@ -205,6 +205,16 @@ def test_caption_text_drops_start_and_the_last_id_even_without_end():
     assert caption_text([1, 4, 0, 5, 5], id_to_word(vocab)) == "a PAD road"  # the authors' rule
 
 
+def test_attention_grid_undoes_the_authors_transposed_token_order():
+    from rscc.generate import attention_grid
+
+    s, row, col = 4, 1, 3
+    weights = torch.zeros(s * s)
+    weights[col * s + row] = 1.0  # transposed maps: token n sits at column n // s, row n % s
+    assert attention_grid(weights, transposed=True)[row, col] == 1.0
+    assert attention_grid(weights, transposed=False)[col, row] == 1.0
+
+
 # ---------------------------------------------------------------------------- rscc caption
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
