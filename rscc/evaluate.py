@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def write_predictions(path: Path, pairs: list[Pair], captions: list[str]) -> Non
 
 def captioning_scores(pairs: list[Pair], captions: list[str], train_pairs: list[Pair], meteor: bool = True) -> dict:
     """The model's and the two floors' scores under both protocols (see the module docstring)."""
-    from rscc.metrics.captioning import NO_CHANGE_SENTENCE, floor_predictions, score_captions
+    from rscc.metrics.captioning import NO_CHANGE_SENTENCE, MeteorProcess, floor_predictions, score_captions
 
     ids = [Path(p.filename).stem for p in pairs]
     references = {i: list(p.raws) for i, p in zip(ids, pairs)}
@@ -99,10 +100,12 @@ def captioning_scores(pairs: list[Pair], captions: list[str], train_pairs: list[
     floors = floor_predictions(references, changed, train_changed_first_captions=train_changed)
     systems = {"model": dict(zip(ids, captions)), **floors}
     result = {}
-    for name, predictions in systems.items():
-        result[name] = {protocol: score_captions(predictions, references, protocol=protocol, changed=changed,
-                                                 meteor=meteor, spice=False)
-                        for protocol in PROTOCOLS}
+    # one METEOR Java process serves the six score sets (each start-up costs seconds)
+    with (MeteorProcess() if meteor else nullcontext(False)) as scorer:
+        for name, predictions in systems.items():
+            result[name] = {protocol: score_captions(predictions, references, protocol=protocol, changed=changed,
+                                                     meteor=scorer, spice=False)
+                            for protocol in PROTOCOLS}
     fixed = next((floors["change_flag_and_fixed_sentence"][i] for i in ids if changed[i]), None)
     result["change_flag_and_fixed_sentence"]["sentence"] = fixed
     result["change_flag_and_fixed_sentence"]["sentence_source"] = source
