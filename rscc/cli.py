@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from rscc.errors import RsccError
 
@@ -46,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line naming the file and what went wrong, e.g. ``/dev/null/x: Not a directory``."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, FileExistsError) and exc.filename is not None and not Path(exc.filename).is_dir():
+        reason = "a file is in the way (a folder was expected)"
+    if exc.filename is None:
+        return reason
+    return f"{exc.filename}: {reason}" + (f" (-> {exc.filename2})" if exc.filename2 else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -53,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         status = args.func(args)
     except RsccError as exc:
         print(f"rscc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that cannot be read or written, a full disk: the user's to fix
+        print(f"rscc {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rscc {args.command}: interrupted", file=sys.stderr)

@@ -117,6 +117,41 @@ class TrainConfig:
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "train": TrainConfig}
 
+# Options that take one of a few words (the modules that use them hold the same lists; a test
+# checks that they agree). model.backbone is checked by rscc.model.backbones when the model is built.
+CHOICES = {
+    "data.vocab_rule": ("authors", "train"),
+    "loss.fn_mode": ("none", "fne", "fna"),
+    "loss.similarity_source": ("sentence", "string"),
+    "train.schedule": ("constant", "cosine"),
+    "train.select_best": ("val_loss", "cider", "retrieval"),
+    "train.device": ("auto", "cuda", "mps", "cpu"),
+}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "None": type(None)}
+
+
+def checked_value(section: str, name: str, value: Any, source: str = "config") -> Any:
+    """``value`` for option ``section.name`` when it has the declared type (an int is accepted
+    for a float, and a string such as ``1e-4`` that YAML leaves unparsed becomes a float) and,
+    for the options of :data:`CHOICES`, is one of the valid words; ConfigError otherwise."""
+    annotation = {f.name: f.type for f in dataclasses.fields(SECTIONS[section])}[name]
+    names = [t.strip() for t in str(annotation).split("|")]
+    kinds = tuple(_TYPES[t] for t in names if t in _TYPES)
+    if float in kinds and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    fits = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if kinds and not fits:
+        raise ConfigError(f"{source}: {section}.{name} must be {' or '.join(names)}, got {value!r}")
+    choices = CHOICES.get(f"{section}.{name}")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{source}: {section}.{name} '{value}' is not one of {', '.join(choices)}")
+    return value
+
 
 @dataclass
 class RunConfig:
@@ -145,7 +180,7 @@ class RunConfig:
             bad = set(values) - valid
             if bad:
                 raise ConfigError(f"{source}: unknown option(s) {sorted(bad)} in '{name}'; valid: {sorted(valid)}")
-            sections[name] = klass(**values)
+            sections[name] = klass(**{k: checked_value(name, k, v, source) for k, v in values.items()})
         return cls(**sections, preset=data.get("preset"), overrides=list(data.get("overrides") or []))
 
     def save(self, path: str | Path) -> None:
@@ -173,7 +208,8 @@ class RunConfig:
         for key, value in items:
             section, name = self._resolve(key)
             target = getattr(self, section)
-            setattr(target, name, _parse_value(value) if isinstance(value, str) else value)
+            parsed = _parse_value(value) if isinstance(value, str) else value
+            setattr(target, name, checked_value(section, name, parsed, source=f"override '{key}={value}'"))
             text = value if isinstance(value, str) else json.dumps(value)
             self.overrides.append(f"{section}.{name}={text}")
         return self

@@ -548,10 +548,27 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False, progress
     threads = torch.get_num_threads()
     if config.train.num_threads is not None:
         torch.set_num_threads(config.train.num_threads)
+    out_dir = Path(out_dir)
+    created = _first_missing(out_dir) if os.environ.get("RANK", "0") == "0" else None
     try:
-        return _train(config, Path(out_dir), resume, progress, on_step)
+        return _train(config, out_dir, resume, progress, on_step)
+    except BaseException:
+        # a run that failed before writing its configuration leaves no folder behind
+        if created is not None and created.is_dir() and not (out_dir / "config.yaml").exists():
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     finally:
         torch.set_num_threads(threads)  # the setting holds for this training only
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None when ``path`` exists)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
 
 
 def _train(config: RunConfig, out_dir: Path, resume: bool, progress: bool,

@@ -49,8 +49,14 @@ def run_stats(args) -> int:
 
 
 def run_check(args) -> int:
-    from rscc.data.check import validate_dataset
+    from pathlib import Path
 
+    from rscc.data.check import validate_dataset
+    from rscc.errors import DatasetError
+
+    if not Path(args.root).is_dir():  # nothing to check: a usage error (exit 2), not a broken dataset (exit 1)
+        raise DatasetError(f"{args.root}: no such directory (expected a LEVIR-CC root holding LevirCCcaptions.json "
+                           "and images/)")
     problems, summary = validate_dataset(args.root, images=not args.no_images, with_summary=True)
     if problems:
         for p in problems:
