@@ -52,6 +52,7 @@ from rscc.config import RunConfig
 from rscc.data.levircc import CAPTIONS_PER_PAIR, SPLITS, LevirCCDataset, Pair, Vocabulary, collate, load_pairs
 from rscc.errors import CheckpointError, ConfigError, DatasetError, RsccError
 from rscc.losses import ContrastiveLoss, caption_keys, caption_loss
+from rscc.model.run import checkpoint_dir, resolve_device
 
 STATE_FORMAT = 1
 FEATURE_DTYPE = "float16"
@@ -81,24 +82,6 @@ class Processes:
     def barrier(self) -> None:
         if self.distributed:
             torch.distributed.barrier()
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; naming an absent device is an error."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if cuda else "mps" if mps else "cpu"
-    if name == "cuda":
-        if not cuda:
-            raise ConfigError("train.device=cuda but no CUDA device is available; use auto or cpu")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if name == "mps":
-        if not mps:
-            raise ConfigError("train.device=mps but the MPS backend is not available; use auto or cpu")
-        return torch.device("mps")
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"train.device '{name}' is not one of auto, cuda, mps, cpu")
 
 
 def setup_processes(device_name: str) -> tuple[Processes, torch.device]:
@@ -215,21 +198,6 @@ def gather_rng_states(procs: Processes) -> list[dict]:
 
 
 # ============================================================================ checkpoints
-def checkpoint_dir(run_dir: str | Path, name: str = "last") -> Path | None:
-    """The complete checkpoint ``name`` (last or best) of a run, or None.
-
-    A run killed between the two renames of a checkpoint swap has only ``.<name>.old``; it is
-    moved back into place."""
-    run_dir = Path(run_dir)
-    final, old = run_dir / name, run_dir / f".{name}.old"
-    if (final / "state.pt").is_file():
-        return final
-    if (old / "state.pt").is_file() and not final.exists():
-        os.replace(old, final)
-        return final
-    return None
-
-
 def write_checkpoint(run_dir: Path, name: str, model: nn.Module, state: dict) -> Path:
     """Write ``run_dir/name`` atomically: temp folder, fsync, rename (the old copy removed last)."""
     from rscc.model.rsicrc import save_weights
@@ -257,21 +225,6 @@ def read_state(path: Path) -> dict:
         return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
         raise CheckpointError(f"{path / 'state.pt'}: unreadable training state ({exc})") from None
-
-
-def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"):
-    """(config, vocabulary, model in eval mode) of a finished or running training."""
-    from rscc.model.rsicrc import build_model, load_weights
-
-    run_dir = Path(run_dir)
-    config = RunConfig.load(run_dir / "config.yaml")
-    vocab = Vocabulary.load(run_dir / "vocab.json")
-    where = checkpoint_dir(run_dir, which)
-    if where is None:
-        raise CheckpointError(f"{run_dir}: no '{which}' checkpoint (expected {run_dir / which}/weights.safetensors)")
-    model = build_model(config.model, load_pretrained=False)
-    load_weights(model, where / "weights.safetensors")
-    return config, vocab, model.to(device).eval()
 
 
 def _fsync(path: Path) -> None:

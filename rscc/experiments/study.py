@@ -94,7 +94,8 @@ def train_and_evaluate(profile: Profile, name: str, overrides: list[str] = (), p
     configuration is resumed; a stale one (another configuration) is trained again from scratch."""
     from rscc.config import load_preset
     from rscc.evaluate import evaluate_run
-    from rscc.train import checkpoint_dir, train
+    from rscc.model.run import checkpoint_dir
+    from rscc.train import train
 
     config = load_preset(preset or profile.preset, list(profile.overrides) + list(overrides))
     run_dir = profile.run_dir(name)

@@ -10,17 +10,33 @@ A run directory holds::
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 
 from rscc.config import RunConfig
 from rscc.data.levircc import Vocabulary
-from rscc.errors import CheckpointError, RsccError
+from rscc.errors import CheckpointError, ConfigError, RsccError
 from rscc.model.rsicrc import RSICRC, build_model, load_weights
 
 WEIGHTS_FILE = "weights.safetensors"
 CHECKPOINTS = ("best", "last")
+
+
+def checkpoint_dir(run_dir: str | Path, name: str = "last") -> Path | None:
+    """The complete training checkpoint ``name`` (last or best) of a run, or None.
+
+    A run killed between the two renames of a checkpoint swap has only ``.<name>.old``; it is
+    moved back into place."""
+    run_dir = Path(run_dir)
+    final, old = run_dir / name, run_dir / f".{name}.old"
+    if (final / "state.pt").is_file():
+        return final
+    if (old / "state.pt").is_file() and not final.exists():
+        os.replace(old, final)
+        return final
+    return None
 
 
 def find_weights(run_dir: str | Path, which: str = "best") -> Path:
@@ -29,7 +45,8 @@ def find_weights(run_dir: str | Path, which: str = "best") -> Path:
     if which not in CHECKPOINTS:
         raise CheckpointError(f"unknown checkpoint '{which}'; expected one of {', '.join(CHECKPOINTS)}")
     run_dir = Path(run_dir)
-    for path in (run_dir / which / WEIGHTS_FILE, run_dir / WEIGHTS_FILE):
+    trained = checkpoint_dir(run_dir, which)
+    for path in ([trained / WEIGHTS_FILE] if trained else []) + [run_dir / which / WEIGHTS_FILE, run_dir / WEIGHTS_FILE]:
         if path.is_file():
             return path
     others = sorted(str(p.relative_to(run_dir)) for p in run_dir.glob(f"*/{WEIGHTS_FILE}"))
@@ -66,8 +83,19 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     return model.to(device).eval(), config, vocab
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else CPU."""
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; naming an absent device is an error."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if cuda else "mps" if mps else "cpu"
+    if name == "cuda":
+        if not cuda:
+            raise ConfigError("device cuda was asked for but no CUDA device is available; use auto or cpu")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if name == "mps":
+        if not mps:
+            raise ConfigError("device mps was asked for but the MPS backend is not available; use auto or cpu")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"device '{name}' is not one of auto, cuda, mps, cpu")
