@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from rscc.data.levircc import CAPTIONS_FILE, CAPTIONS_PER_PAIR, NO_CHANGE_SENTENCES, SPLITS, tokenize
+from rscc.data.levircc import CAPTIONS_FILE, CAPTIONS_PER_PAIR, NO_CHANGE_SENTENCES, SPLITS, rgb_problem, tokenize
 
 REQUIRED_FIELDS = ("filepath", "filename", "imgid", "split", "sentences")
 # modes the reader converts to RGB without losing information
@@ -200,10 +200,14 @@ def _check_image(path: Path, problems: list[Problem]) -> tuple[int, int] | None:
         with Image.open(path) as img:
             img.verify()  # checksums and structure, without decoding pixels
         with Image.open(path) as img:
+            lossy = rgb_problem(img)  # 16-bit or extra bands that Pillow would silently drop
             img.load()  # the pixels themselves (catches truncated data)
             mode, bands, size = img.mode, img.getbands(), img.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         problems.append(Problem(str(path), f"cannot decode image ({type(exc).__name__}: {exc})"))
+        return None
+    if lossy is not None and mode in ACCEPTED_MODES:
+        problems.append(Problem(str(path), lossy))
         return None
     if mode not in ACCEPTED_MODES:
         if mode.startswith("I") or mode == "F":

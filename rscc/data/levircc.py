@@ -287,21 +287,46 @@ def encode_captions(
 
 
 # ----------------------------------------------------------------------------- images
+def rgb_problem(img: Image.Image) -> str | None:
+    """Why an opened (not yet loaded) image cannot be read as 8-bit RGB without losing information,
+    or None. Pillow itself keeps only the high byte of a 16-bit RGB PNG or TIFF and silently drops
+    the bands of a 4-or-more-band TIFF beyond the third: the file's header gives them away."""
+    if img.mode.startswith("I") or img.mode == "F":
+        return f"{img.mode} (16-bit, 32-bit or float) image; expected 8-bit RGB"
+    tags = getattr(img, "tag_v2", None)  # TIFF header
+    if tags is not None:
+        bits = tags.get(258) or ()
+        bits = tuple(bits) if isinstance(bits, (tuple, list)) else (bits,)
+        if any(b > 8 for b in bits):
+            return f"{max(bits)}-bit TIFF ({len(bits)} band(s)); expected 8-bit RGB"
+        samples = tags.get(277) or 1
+        if samples > len(img.getbands()):
+            return f"TIFF with {samples} bands (multispectral?); expected RGB (3 bands, or 4 with alpha)"
+    for tile in img.tile:  # raw modes such as RGB;16B (16-bit PNG)
+        args = tile[3] if len(tile) > 3 else None
+        rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else ""
+        if isinstance(rawmode, str) and (";16" in rawmode or ";32" in rawmode):
+            return f"16-bit {img.format or ''} image ({rawmode}); expected 8-bit RGB".replace("  ", " ")
+    if len(img.getbands()) > 4 or img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return f"{img.mode} image with bands {''.join(img.getbands())}; expected RGB"
+    return None
+
+
 def open_rgb(path: str | Path) -> Image.Image:
     """Open an image as RGB. Grayscale, RGBA and palette images are converted; 16-bit and
-    multi-band images are rejected with a DatasetError naming the file."""
+    multi-band images are rejected with a DatasetError naming the file (:func:`rgb_problem`)."""
     path = Path(path)
     try:
         img = Image.open(path)
-        img.load()
+        problem = rgb_problem(img)
+        if problem is None:
+            img.load()
     except FileNotFoundError:
         raise DatasetError(f"{path}: image not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot decode image ({exc})") from None
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        raise DatasetError(f"{path}: {img.mode} (16-bit or float) image; expected 8-bit RGB")
-    if len(img.getbands()) > 4 or img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        raise DatasetError(f"{path}: {img.mode} image with bands {img.getbands()}; expected RGB")
+    if problem is not None:
+        raise DatasetError(f"{path}: {problem}")
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
