@@ -293,9 +293,9 @@ def resolve_data_root(config: RunConfig, procs: Processes, progress: bool = True
     data = config.data
     if data.root:
         return Path(data.root).expanduser()
-    from rscc.data.synth import ensure_synthetic
+    from rscc.data.synth import default_root, ensure_synthetic
 
-    root = paths.cache_dir() / f"synthetic-{data.synth_pairs}-{data.synth_size}-{data.synth_seed}"
+    root = default_root(data.synth_pairs, data.synth_size, data.synth_seed)
     if procs.main:
         ensure_synthetic(root, data.synth_pairs, size=data.synth_size, seed=data.synth_seed, progress=progress)
     procs.barrier()

@@ -1327,6 +1327,14 @@ def is_synthetic(root: str | Path, pairs: int, size: int = 256, seed: int = 0) -
     return marker == _parameters(pairs, size, seed) and (root / CAPTIONS_FILE).is_file()
 
 
+def default_root(pairs: int, size: int = 256, seed: int = 0) -> Path:
+    """Where the trainer, the evaluator and the notebooks keep the synthetic set of these
+    parameters when no dataset is given: ``<cache>/synthetic-<pairs>-<size>-<seed>``."""
+    from rscc.paths import cache_dir
+
+    return cache_dir() / f"synthetic-{pairs}-{size}-{seed}"
+
+
 def ensure_synthetic(out: str | Path, pairs: int, size: int = 256, seed: int = 0, progress: bool = True,
                      workers: int = 1) -> Path:
     """The synthetic dataset at ``out``, generated only if it is missing or was made with

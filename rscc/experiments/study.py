@@ -11,22 +11,16 @@ from pathlib import Path
 from rscc.config import RunConfig
 from rscc.errors import RsccError
 from rscc.experiments.profiles import Profile
-from rscc.paths import cache_dir
-
-
-def synthetic_root(pairs: int, size: int, seed: int = 0) -> Path:
-    """Where the synthetic dataset of these parameters lives (shared with the trainer)."""
-    return cache_dir() / f"synthetic-{pairs}-{size}-{seed}"
 
 
 def dataset_root(profile: Profile, progress: bool = True) -> Path:
     """The profile's dataset: LEVIR-CC when given, else the synthetic set (generated if missing)."""
     if profile.data:
         return Path(profile.data)
-    from rscc.data.synth import ensure_synthetic
+    from rscc.data.synth import default_root, ensure_synthetic
 
-    return ensure_synthetic(synthetic_root(profile.synth_pairs, profile.synth_size), profile.synth_pairs,
-                            size=profile.synth_size, seed=0)
+    return ensure_synthetic(default_root(profile.synth_pairs, profile.synth_size), profile.synth_pairs,
+                            size=profile.synth_size, seed=0, progress=progress)
 
 
 # ----------------------------------------------------------------------------- reusable trainings
@@ -119,3 +113,106 @@ def train_and_evaluate(profile: Profile, name: str, overrides: list[str] = (), p
     metrics["training"] = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) or v is None}
     metrics_path(run_dir).write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+# ----------------------------------------------------------------------------- sweeps (notebooks 04, 05)
+def ablation_plan(profile: Profile) -> list[dict]:
+    """The trainings of the false-negative ablation (notebook 04): ``none`` once per seed (it does
+    not depend on θ), ``fne`` and ``fna`` at every θ of the profile, for every seed. Each entry:
+    name (``04_ablation/<mode>[-theta<θ>]-seed<seed>``), fn_mode, theta (None for none), seed,
+    overrides."""
+    plan = []
+    for seed in profile.seeds:
+        for mode in profile.fn_modes:
+            for theta in ([None] if mode == "none" else profile.thetas):
+                tag = mode if theta is None else f"{mode}-theta{theta:g}"
+                overrides = [f"loss.fn_mode={mode}", f"train.seed={seed}"] + ([] if theta is None else [f"loss.theta={theta}"])
+                plan.append({"name": f"04_ablation/{tag}-seed{seed}", "fn_mode": mode, "theta": theta, "seed": seed,
+                             "overrides": overrides})
+    return plan
+
+
+def backbone_plan(profile: Profile) -> list[dict]:
+    """The trainings of the backbone comparison (notebook 05): one per preset of
+    ``profile.backbones``, with ``profile.backbone_overrides`` for every preset but cpu-tiny (the
+    quick profile uses them to shrink the paper presets to a frozen backbone and cpu-tiny's head).
+    Each entry: name (``05_backbones/<preset>``), preset, overrides."""
+    return [{"name": f"05_backbones/{preset}", "preset": preset,
+             "overrides": [] if preset == "cpu-tiny" else list(profile.backbone_overrides)}
+            for preset in profile.backbones]
+
+
+def run_config(profile: Profile, overrides: list[str] = (), preset: str | None = None) -> RunConfig:
+    """The configuration :func:`train_and_evaluate` trains for these arguments."""
+    from rscc.config import load_preset
+
+    return load_preset(preset or profile.preset, list(profile.overrides) + list(overrides))
+
+
+def find_complete_run(profile: Profile, config: RunConfig) -> str | None:
+    """The name of a complete run of exactly ``config`` under ``runs/<profile>/``, if any."""
+    base = profile.run_dir()
+    for path in sorted(base.glob("**/eval/metrics.json")):
+        run_dir = path.parent.parent
+        if is_complete(run_dir, config):
+            return run_dir.relative_to(base).as_posix()
+    return None
+
+
+def train_or_reuse(profile: Profile, name: str, overrides: list[str] = (), preset: str | None = None,
+                   **kwargs) -> tuple[str, dict]:
+    """(run name, metrics): an existing complete run of the same configuration anywhere under
+    ``runs/<profile>/`` (e.g. notebook 04's run of the preset's own setting), else a new training
+    named ``name`` (:func:`train_and_evaluate`, same keyword arguments)."""
+    found = find_complete_run(profile, run_config(profile, overrides, preset))
+    if found is not None:
+        return found, json.loads(metrics_path(profile.run_dir(found)).read_text())
+    return name, train_and_evaluate(profile, name, overrides, preset=preset, **kwargs)
+
+
+def false_negatives_per_batch(profile: Profile, batch_size: int | None = None, batches: int = 200,
+                              seed: int = 0, progress: bool = True):
+    """How many batch pairs each θ of the profile turns from negatives into false negatives.
+
+    Random batches of ``batch_size`` training samples (one per caption, as the trainer draws
+    them; default: the profile's batch size) are scored with the training configuration's
+    sentence encoder and tolerance: per batch, the ordered pairs (i, j), i ≠ j, with different
+    labels (y_i ≠ y_j, so negatives without FNE) whose captions have similarity ≥ θ − tolerance.
+    Returns a DataFrame indexed by θ: mean false negatives per batch, mean negatives per batch,
+    and their ratio in percent."""
+    import pandas as pd
+    import torch
+    from tqdm.auto import tqdm
+
+    from rscc.data.levircc import load_pairs
+    from rscc.losses import false_negative_mask
+    from rscc.train import similarity_inputs
+
+    config = run_config(profile, ["loss.fn_mode=fne"])
+    batch_size = batch_size or config.train.batch_size
+    pairs = load_pairs(dataset_root(profile, progress=progress))
+    train, val = [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "val"]
+    # train + val in one call, as the trainer does: the embeddings come from the same disk cache
+    embeddings = similarity_inputs(config, train + val, progress=progress)[: 5 * len(train)]  # (5N, dim) or keys (5N,)
+    labels = torch.tensor([p.label for p in train]).repeat_interleave(5)  # (5N,) one per caption
+    source = config.loss.similarity_source
+    generator = torch.Generator().manual_seed(seed)
+    counts = torch.zeros(len(profile.thetas))
+    negatives = 0.0
+    for _ in tqdm(range(batches), desc="counting false negatives", disable=not progress):
+        idx = torch.randperm(len(labels), generator=generator)[:batch_size]
+        different = labels[idx, None] != labels[None, idx]  # (B, B), the diagonal is False
+        negatives += float(different.sum())
+        for k, theta in enumerate(profile.thetas):
+            mask = false_negative_mask(*_similarity_args(embeddings[idx], source), theta=theta,
+                                       tolerance=config.loss.theta_tolerance, source=source)
+            counts[k] += float((mask & different).sum())
+    table = pd.DataFrame({"theta": profile.thetas, "false negatives per batch": (counts / batches).tolist()})
+    table["negatives per batch"] = negatives / batches
+    table["false negatives (% of negatives)"] = 100 * table["false negatives per batch"] / table["negatives per batch"]
+    return table.set_index("theta")
+
+
+def _similarity_args(rows, source: str) -> tuple:
+    """(sentence_embeddings, captions) for :func:`rscc.losses.false_negative_mask`."""
+    return (rows, None) if source == "sentence" else (None, rows)
