@@ -127,6 +127,11 @@ def _parse_record(record: dict, n: int, path: Path) -> Pair:
     for key in ("filepath", "filename", "imgid", "split", "sentences"):
         if key not in record:
             raise DatasetError(f"{where}: missing field '{key}'")
+    for key in ("filepath", "filename"):
+        if not isinstance(record[key], str) or not record[key]:
+            raise DatasetError(f"{where}: '{key}' must be a non-empty string, found {record[key]!r}")
+    if isinstance(record["imgid"], bool) or not isinstance(record["imgid"], int):
+        raise DatasetError(f"{where} ({record['filename']}): 'imgid' must be an integer, found {record['imgid']!r}")
     split = record["split"]
     if split not in SPLITS:
         raise DatasetError(f"{where} ({record['filename']}): unknown split '{split}', expected one of {SPLITS}")
@@ -142,6 +147,8 @@ def _parse_record(record: dict, n: int, path: Path) -> Pair:
         raw = sentence.get("raw")
         if toks is None and raw is None:
             raise DatasetError(f"{where}.sentences[{k}]: missing 'tokens' and 'raw'")
+        if raw is not None and not isinstance(raw, str):
+            raise DatasetError(f"{where}.sentences[{k}]: 'raw' must be a string, found {type(raw).__name__}")
         if toks is None:
             toks = tokenize(raw)
         if not isinstance(toks, list) or not all(isinstance(t, str) for t in toks):
