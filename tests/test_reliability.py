@@ -33,6 +33,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ============================================================================ helpers
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The models here are tiny: on a shared CPU extra threads only spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_tiff(path: Path, array: np.ndarray) -> Path:
     """A real baseline TIFF (little-endian, uncompressed, one strip) of an (H, W[, bands]) uint8 or
     uint16 array: RGB photometric for 3+ bands, the bands after the third as extra samples."""
@@ -138,11 +147,14 @@ def copy_run(run_dir: Path, to: Path) -> Path:
 
 
 def write_pair(folder: Path, name: str, size: tuple[int, int], seed: int = 0) -> tuple[Path, Path]:
-    rng = np.random.default_rng(seed)
+    """A before/after pair of smooth colour gradients (quick to write and read even at 1000 px)."""
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
     paths = []
-    for side in ("A", "B"):
+    for k, side in enumerate("AB"):
         (folder / side).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / side / name)
+        rgb = np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), np.full_like(x, 40 * seed + 90 * k)], -1)
+        Image.fromarray((rgb % 256).astype(np.uint8)).save(folder / side / name)
         paths.append(folder / side / name)
     return paths[0], paths[1]
 
@@ -289,3 +301,196 @@ def test_scorer_accepts_any_unicode_prediction(tmp_path_factory, predictions):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     result = score_rows(read_predictions(path), meteor=False, spice=False)
     assert 0.0 <= result["all"]["BLEU-4"] <= 100.0 and result["all"]["n"] == len(predictions)
+
+
+# ============================================================================ command line: paths
+MISSING = "/nonexistent/rscc-reliability"
+
+
+def _missing_path_cases(run: str, pairs: str) -> list[tuple[list[str], str]]:
+    """(argv, the path the error must name) for every command that takes a path."""
+    return [
+        (["data", "stats", MISSING], MISSING),
+        (["data", "check", MISSING], MISSING),
+        (["convert", f"{MISSING}/model.bin", "--config", f"{MISSING}/config.json", "--vocab", f"{MISSING}/vocab.json",
+          "--out", "{tmp}/converted"], MISSING),
+        (["caption", f"{MISSING}/a.png", f"{MISSING}/b.png", "--run", run, "--device", "cpu"], f"{MISSING}/a.png"),
+        (["caption", f"{pairs}/A/p.png", f"{pairs}/B/p.png", "--run", MISSING, "--device", "cpu"], MISSING),
+        (["caption", "--pairs", MISSING, "--run", run, "--device", "cpu"], MISSING),
+        (["train", "--preset", "cpu-tiny", "--data", MISSING, "--out", "{tmp}/trained", "--no-progress"], MISSING),
+        (["evaluate", MISSING, "--no-progress"], MISSING),
+        (["evaluate", run, "--data", MISSING, "--out", "{tmp}/evaluated", "--no-progress", "--device", "cpu"], MISSING),
+        (["score", f"{MISSING}/predictions.jsonl"], f"{MISSING}/predictions.jsonl"),
+        (["index", MISSING, "--run", run, "--out", "{tmp}/index", "--no-progress"], MISSING),
+        (["index", pairs, "--run", MISSING, "--out", "{tmp}/index", "--no-progress"], MISSING),
+        (["search", MISSING, "a road"], MISSING),
+        (["verify-reference", MISSING], MISSING),
+    ]
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pairs")
+    write_pair(folder, "p.png", (40, 40))
+    return folder
+
+
+@pytest.mark.parametrize("case", range(14))
+def test_every_command_names_a_nonexistent_path_in_one_line_and_writes_nothing(case, tiny_run, pairs_dir, tmp_path,
+                                                                                 capsys):
+    cases = _missing_path_cases(str(tiny_run), str(pairs_dir))
+    assert len(cases) == 14
+    argv, named = cases[case]
+    status, err = cli([a.format(tmp=tmp_path) for a in argv], capsys)
+    assert_one_line_error(status, err, named)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["synth", "train", "caption", "evaluate", "index"])
+def test_an_output_under_a_file_is_one_line_error(command, tiny_run, pairs_dir, clean, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    out = blocker / "out"
+    argv = {
+        "synth": ["synth", "--out", out, "--pairs", "3", "--quiet"],
+        "train": ["train", "--preset", "cpu-tiny", "--data", clean, "--out", out, "--no-progress"],
+        "caption": ["caption", "--pairs", pairs_dir, "--run", tiny_run, "--out", out / "captions.jsonl", "--device", "cpu"],
+        "evaluate": ["evaluate", tiny_run, "--data", clean, "--out", out, "--no-meteor", "--no-retrieval",
+                     "--no-progress", "--device", "cpu"],
+        "index": ["index", pairs_dir, "--run", tiny_run, "--out", out, "--no-progress", "--device", "cpu"],
+    }[command]
+    status, err = cli(argv, capsys)
+    assert_one_line_error(status, err, str(blocker))
+    assert blocker.read_text() == "in the way"
+
+
+def test_os_errors_reach_the_terminal_as_one_line_in_a_real_process(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = subprocess.run([sys.executable, "-m", "rscc", "synth", "--out", str(blocker / "x"), "--pairs", "3"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"rscc synth: error: {blocker}: a file is in the way (a folder was expected)"
+
+
+# ============================================================================ command line: runs and options
+@pytest.mark.parametrize("command", ["caption", "evaluate", "index"])
+def test_a_run_directory_without_a_checkpoint_is_one_line_error(command, tiny_run, pairs_dir, clean, tmp_path, capsys):
+    run = copy_run(tiny_run, tmp_path / "run")
+    shutil.rmtree(run / "best")
+    argv = {"caption": ["caption", f"{pairs_dir}/A/p.png", f"{pairs_dir}/B/p.png", "--run", run, "--device", "cpu"],
+            "evaluate": ["evaluate", run, "--data", clean, "--no-progress", "--device", "cpu"],
+            "index": ["index", pairs_dir, "--run", run, "--out", tmp_path / "index", "--no-progress"]}[command]
+    status, err = cli(argv, capsys)
+    assert_one_line_error(status, err, str(run), "no checkpoint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("override, listed", [
+    ("train.bogus=3", "max_steps"),  # an option that does not exist: the section's options are listed
+    ("bogus.option=3", "'train'"),  # a section that does not exist
+    ("loss.fn_mode=fnx", "none, fne, fna"),  # a value that is not one of the choices
+    ("train.epochs=three", "int"),  # a value of the wrong type
+])
+def test_an_unknown_option_or_value_lists_what_is_valid_and_writes_nothing(override, listed, tmp_path, capsys):
+    status, err = cli(["train", "--preset", "cpu-tiny", "--out", tmp_path / "run", override], capsys)
+    assert_one_line_error(status, err, override.split("=")[0], listed)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_choice_of_an_argument_lists_the_valid_ones(tiny_run, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(tiny_run), "--checkpoint", "middle"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert "invalid choice: 'middle' (choose from 'best', 'last')" in err.splitlines()[-1]
+
+
+def test_config_choices_agree_with_the_modules_that_use_them():
+    from rscc.config import CHOICES
+    from rscc.losses import FN_MODES, SIMILARITY_SOURCES
+    from rscc.train import SELECT_BEST
+
+    assert set(CHOICES["loss.fn_mode"]) == set(FN_MODES)
+    assert set(CHOICES["loss.similarity_source"]) == set(SIMILARITY_SOURCES)
+    assert set(CHOICES["train.select_best"]) == set(SELECT_BEST)
+
+
+def test_a_checkpoint_of_another_configuration_is_one_line_error_naming_the_mismatch(tiny_run, pairs_dir, tmp_path,
+                                                                                     capsys):
+    run = copy_run(tiny_run, tmp_path / "run")
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(config.replace("d_model: 32", "d_model: 48"))
+    status, err = cli(["caption", f"{pairs_dir}/A/p.png", f"{pairs_dir}/B/p.png", "--run", run, "--device", "cpu"],
+                      capsys)
+    assert_one_line_error(status, err, str(run / "best" / "weights.safetensors"), "do not fit", "d_model 48")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_corrupted_safetensors_file_is_one_line_error(damage, tiny_run, pairs_dir, tmp_path, capsys):
+    run = copy_run(tiny_run, tmp_path / "run")
+    weights = run / "best" / "weights.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated": data[: len(data) // 3], "garbage": os.urandom(4096), "empty": b""}[damage])
+    status, err = cli(["caption", f"{pairs_dir}/A/p.png", f"{pairs_dir}/B/p.png", "--run", run, "--device", "cpu"],
+                      capsys)
+    assert_one_line_error(status, err, str(weights))
+
+
+def test_searching_an_index_with_another_model_is_one_line_error(tiny_run, pairs_dir, tmp_path, capsys):
+    from rscc.model.rsicrc import build_model, save_weights
+    from rscc.config import RunConfig
+
+    other = copy_run(tiny_run, tmp_path / "other")
+    torch.manual_seed(1)
+    save_weights(build_model(RunConfig.load(other / "config.yaml").model, load_pretrained=False),
+                 other / "best" / "weights.safetensors")
+    assert cli(["index", pairs_dir, "--run", tiny_run, "--out", tmp_path / "index", "--no-progress",
+                "--device", "cpu"], capsys)[0] == 0
+    status, err = cli(["search", tmp_path / "index", "a road", "--run", other, "--device", "cpu"], capsys)
+    assert_one_line_error(status, err, str(tmp_path / "index"), "not comparable")
+    status, err = cli(["index", pairs_dir, "--run", other, "--out", tmp_path / "index", "--no-progress",
+                       "--device", "cpu"], capsys)
+    assert_one_line_error(status, err, "cannot be mixed")
+
+
+# ============================================================================ command line: any image, any query
+@pytest.mark.parametrize("size", [(100, 37), (1000, 1000)])
+def test_caption_accepts_images_of_any_size(size, tiny_run, tmp_path, capsys):
+    before, after = write_pair(tmp_path, "odd.png", size)
+    status = main(["caption", str(before), str(after), "--run", str(tiny_run), "--device", "cpu"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert status == 0 and len(out) == 1 and set(out[0].split()) <= {"new", "houses", "along", "a", "curved", "road", "UNK"}
+
+
+def test_caption_accepts_a_folder_of_mixed_sizes(tiny_run, tmp_path, capsys):
+    write_pair(tmp_path / "pairs", "small.png", (100, 37), seed=1)
+    write_pair(tmp_path / "pairs", "large.png", (1000, 1000), seed=2)
+    status = main(["caption", "--pairs", str(tmp_path / "pairs"), "--run", str(tiny_run), "--device", "cpu"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 0 and [r["id"] for r in rows] == ["large", "small"]
+
+
+@pytest.fixture(scope="module")
+def small_index(tiny_run, tmp_path_factory) -> Path:
+    """An index of a 100x37 and a 1000x1000 pair (index accepts images of any size)."""
+    folder = tmp_path_factory.mktemp("index")
+    write_pair(folder / "pairs", "small.png", (100, 37), seed=1)
+    write_pair(folder / "pairs", "large.png", (1000, 1000), seed=2)
+    assert main(["index", str(folder / "pairs"), "--run", str(tiny_run), "--out", str(folder / "index"),
+                 "--no-progress", "--device", "cpu"]) == 0
+    return folder / "index"
+
+
+def test_search_with_a_10000_character_query_answers_and_warns(small_index, capsys):
+    query = ("new houses along a curved road " * 400)[:10_000]
+    with pytest.warns(UserWarning, match="only the first 39"):
+        status = main(["search", str(small_index), query, "--json", "--device", "cpu"])
+    results = json.loads(capsys.readouterr().out)
+    assert status == 0 and sorted(r["id"] for r in results) == ["large.png", "small.png"]
+
+
+@pytest.mark.parametrize("query", ["", "?!"])
+def test_search_with_an_empty_query_is_one_line_error(small_index, query, capsys):
+    status, err = cli(["search", small_index, query, "--device", "cpu"], capsys)
+    assert_one_line_error(status, err, "has no words")
