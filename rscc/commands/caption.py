@@ -76,7 +76,16 @@ def _caption_one(args, model, vocab) -> int:
                               length_penalty=args.length_penalty, with_attention=True)
     print(result.text)
     if args.attention:
-        plot_attention(before, after, result.attention, result.text, args.attention)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from rscc.plots import plot_attention
+
+        fig = plot_attention(before, after, result.attention, result.text)
+        fig.savefig(args.attention, dpi=100)
+        plt.close(fig)
         print(f"attention map saved to {args.attention}", file=sys.stderr)
     return 0
 
@@ -129,27 +138,3 @@ def _caption_folder(args, model, vocab) -> int:
         print(f"{len(pairs)} captions written to {args.out}", file=sys.stderr)
     return 0
 
-
-def plot_attention(before, after, attention, caption: str, path: str | Path) -> None:
-    """Before, after, and the after image under the cross-attention map (s, s) [row, column],
-    upsampled bilinearly to the image size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import torch.nn.functional as F
-
-    width, height = after.size
-    heat = F.interpolate(attention[None, None].float(), size=(height, width), mode="bilinear",
-                         align_corners=False)[0, 0].numpy()
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.9))
-    for ax, image, title in zip(axes, (before, after, after), ("before (A)", "after (B)", "attention over B")):
-        ax.imshow(np.asarray(image))
-        ax.set_title(title)
-        ax.axis("off")
-    axes[2].imshow(heat, cmap="jet", alpha=0.5)
-    fig.suptitle(caption or "(empty caption)", wrap=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
