@@ -56,7 +56,7 @@ def is_complete(run_dir: str | Path, config: RunConfig) -> bool:
     except (RsccError, OSError, json.JSONDecodeError):
         return False
     digest = config_digest(config)
-    if config_digest(saved) != digest or metrics.get("config_sha256") != digest:
+    if not isinstance(metrics, dict) or config_digest(saved) != digest or metrics.get("config_sha256") != digest:
         return False
     weights = [p for p in (run_dir / "best" / "weights.safetensors", run_dir / "last" / "weights.safetensors") if p.exists()]
     if not weights:
@@ -216,3 +216,13 @@ def false_negatives_per_batch(profile: Profile, batch_size: int | None = None, b
 def _similarity_args(rows, source: str) -> tuple:
     """(sentence_embeddings, captions) for :func:`rscc.losses.false_negative_mask`."""
     return (rows, None) if source == "sentence" else (None, rows)
+
+
+def locate_runs(profile: Profile, plan: list[dict]) -> list[dict]:
+    """``plan`` (:func:`ablation_plan` or :func:`backbone_plan` entries) with each ``name`` replaced
+    by the complete run of the same configuration that :func:`train_or_reuse` would use, if any."""
+    located = []
+    for entry in plan:
+        config = run_config(profile, entry["overrides"], entry.get("preset"))
+        located.append({**entry, "name": find_complete_run(profile, config) or entry["name"]})
+    return located
