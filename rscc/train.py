@@ -204,7 +204,8 @@ def write_checkpoint(run_dir: Path, name: str, model: nn.Module, state: dict) ->
 
     final, old = run_dir / name, run_dir / f".{name}.old"
     tmp = run_dir / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in run_dir.glob(f".{name}.tmp-*"):  # this one, or left by a process killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir()
     save_weights(model, tmp / "weights.safetensors")
     torch.save(state, tmp / "state.pt")
@@ -221,10 +222,13 @@ def write_checkpoint(run_dir: Path, name: str, model: nn.Module, state: dict) ->
 
 
 def read_state(path: Path) -> dict:
+    from rscc.model.backbones import torch_load_failure
+
     try:
         return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
-        raise CheckpointError(f"{path / 'state.pt'}: unreadable training state ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file, or a pickle that would run code
+        raise CheckpointError(f"{path / 'state.pt'}: unreadable training state, refused or damaged (loaded with "
+                              f"weights_only=True): {torch_load_failure(exc)}") from None
 
 
 def _fsync(path: Path) -> None:

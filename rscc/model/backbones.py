@@ -299,6 +299,15 @@ def _load_tower_file(net: nn.Module, path: Path, name: str) -> None:
     net.load_state_dict(state)
 
 
+def torch_load_failure(exc: Exception) -> str:
+    """One line saying why ``torch.load(..., weights_only=True)`` failed: the unpickler's reason
+    (e.g. ``Unsupported global: GLOBAL os.system``), without torch's advice to retry unsafely."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = next((line for line in lines if line.startswith("WeightsUnpickler error:")), lines[0] if lines else "")
+    reason = reason.removeprefix("WeightsUnpickler error:").strip()
+    return reason.split(" Please use `torch.serialization")[0] or type(exc).__name__
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file or a torch pickle loaded with ``weights_only=True``.
 
@@ -317,9 +326,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: refused or unreadable checkpoint (loaded with weights_only=True, so a pickle "
-                              f"that runs code is rejected): {first}") from None
+                              f"that runs code is rejected): {torch_load_failure(exc)}") from None
     for key in ("state_dict", "model", "model_state_dict"):  # training checkpoints wrap the weights
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
