@@ -39,7 +39,7 @@ def test_ablation_overrides_set_the_mode_theta_and_seed_of_the_training(smoke):
 
 def test_backbone_plan_shrinks_every_preset_but_cpu_tiny_with_the_backbone_overrides(smoke):
     plan = {entry["preset"]: entry for entry in backbone_plan(smoke)}
-    assert plan["cpu-tiny"]["overrides"] == []
+    assert plan["cpu-tiny"]["overrides"] == smoke.sweep_overrides
     rn50 = run_config(smoke, plan["paper-rn50"]["overrides"], "paper-rn50")
     assert rn50.model.freeze_backbone and rn50.model.pretrained is None
     assert rn50.loss.sentence_model == run_config(smoke).loss.sentence_model
@@ -47,8 +47,16 @@ def test_backbone_plan_shrinks_every_preset_but_cpu_tiny_with_the_backbone_overr
 
 def test_quick_profile_ablation_of_the_presets_own_setting_is_the_cpu_tiny_backbone_run():
     quick = get_profile("quick")
-    own = [e for e in ablation_plan(quick) if e["fn_mode"] == "fna" and e["theta"] == 1.0]
-    assert config_digest(run_config(quick, own[0]["overrides"])) == config_digest(run_config(quick))
+    own = next(e for e in ablation_plan(quick) if e["fn_mode"] == "fna" and e["theta"] == 1.0)
+    tiny = next(e for e in backbone_plan(quick) if e["preset"] == "cpu-tiny")
+    assert config_digest(run_config(quick, own["overrides"])) == config_digest(run_config(quick, tiny["overrides"]))
+
+
+def test_sweeps_train_with_the_sweep_overrides_and_the_main_run_without_them():
+    quick = get_profile("quick")
+    assert quick.sweep_overrides and all(e["overrides"][:len(quick.sweep_overrides)] == quick.sweep_overrides
+                                         for e in ablation_plan(quick) + backbone_plan(quick))
+    assert not set(quick.sweep_overrides) & set(quick.overrides + quick.main_overrides)
 
 
 # ----------------------------------------------------------------------------- false negatives

@@ -36,6 +36,7 @@ class Profile:
     runs_dir: Path = REPO_ROOT / "runs"
     similarity_pairs: int | None = None  # changed pairs sampled for caption-similarity plots (None = all)
     main_overrides: list[str] = field(default_factory=list)  # the main training of notebook 03
+    sweep_overrides: list[str] = field(default_factory=list)  # the ablation and backbone trainings (notebooks 04, 05)
     threads: int | None = None  # torch threads for trainings (1 is fastest for small models on 2 shared cores)
 
     def run_dir(self, *parts: str) -> Path:
@@ -85,12 +86,13 @@ PROFILES = {
         thetas=[0.8, 1.0], fn_modes=["none", "fne", "fna"], seeds=[42], backbones=["cpu-tiny", "paper-rn50"],
         backbone_overrides=_CPU_BACKBONE + _SMOKE_MODEL, similarity_pairs=100,
     ),
-    # make reproduce: < 30 min on a 2-core CPU. Trainings of the ablation take ~1.5 min each at low
-    # load (feature cache, 1 thread); the main run (notebook 03) adds main_overrides.
+    # make reproduce: < 30 min on a 2-core CPU. An epoch of the 680 training pairs (3,400 captions)
+    # takes ~35 s at low load (feature cache, 1 thread); the sweeps (7 ablation trainings, the
+    # backbone run is one of them) train 2 epochs each, the main run (notebook 03) main_overrides.
     "quick": dict(
         preset="cpu-tiny", synth_pairs=1000, synth_size=128,
-        overrides=["train.epochs=2", "train.batch_size=32", "data.synth_pairs=1000", "data.synth_size=128"],
-        main_overrides=["train.epochs=10"], threads=1,
+        overrides=["train.epochs=5", "train.batch_size=32", "data.synth_pairs=1000", "data.synth_size=128"],
+        main_overrides=["train.epochs=10"], sweep_overrides=["train.epochs=2"], threads=1,
         thetas=[0.6, 0.8, 1.0], fn_modes=["none", "fne", "fna"], seeds=[42], backbones=["cpu-tiny"],
         backbone_overrides=_CPU_BACKBONE + ["model.image_size=128"],
     ),

@@ -118,7 +118,8 @@ def train_and_evaluate(profile: Profile, name: str, overrides: list[str] = (), p
 # ----------------------------------------------------------------------------- sweeps (notebooks 04, 05)
 def ablation_plan(profile: Profile) -> list[dict]:
     """The trainings of the false-negative ablation (notebook 04): ``none`` once per seed (it does
-    not depend on θ), ``fne`` and ``fna`` at every θ of the profile, for every seed. Each entry:
+    not depend on θ), ``fne`` and ``fna`` at every θ of the profile, for every seed, each with the
+    profile's ``sweep_overrides``. Each entry:
     name (``04_ablation/<mode>[-theta<θ>]-seed<seed>``), fn_mode, theta (None for none), seed,
     overrides."""
     plan = []
@@ -126,7 +127,8 @@ def ablation_plan(profile: Profile) -> list[dict]:
         for mode in profile.fn_modes:
             for theta in ([None] if mode == "none" else profile.thetas):
                 tag = mode if theta is None else f"{mode}-theta{theta:g}"
-                overrides = [f"loss.fn_mode={mode}", f"train.seed={seed}"] + ([] if theta is None else [f"loss.theta={theta}"])
+                overrides = list(profile.sweep_overrides) + [f"loss.fn_mode={mode}", f"train.seed={seed}"]
+                overrides += [] if theta is None else [f"loss.theta={theta}"]
                 plan.append({"name": f"04_ablation/{tag}-seed{seed}", "fn_mode": mode, "theta": theta, "seed": seed,
                              "overrides": overrides})
     return plan
@@ -134,11 +136,12 @@ def ablation_plan(profile: Profile) -> list[dict]:
 
 def backbone_plan(profile: Profile) -> list[dict]:
     """The trainings of the backbone comparison (notebook 05): one per preset of
-    ``profile.backbones``, with ``profile.backbone_overrides`` for every preset but cpu-tiny (the
-    quick profile uses them to shrink the paper presets to a frozen backbone and cpu-tiny's head).
+    ``profile.backbones``, with the profile's ``sweep_overrides`` and, for every preset but
+    cpu-tiny, ``profile.backbone_overrides`` (the quick profile uses them to shrink the paper
+    presets to a frozen backbone and cpu-tiny's head).
     Each entry: name (``05_backbones/<preset>``), preset, overrides."""
     return [{"name": f"05_backbones/{preset}", "preset": preset,
-             "overrides": [] if preset == "cpu-tiny" else list(profile.backbone_overrides)}
+             "overrides": list(profile.sweep_overrides) + ([] if preset == "cpu-tiny" else list(profile.backbone_overrides))}
             for preset in profile.backbones]
 
 
