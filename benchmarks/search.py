@@ -3,11 +3,11 @@
 Latency: one search call per query (a single query, as `rscc search` makes), p50/p95 over
 ``--queries`` queries after ``--warmup`` calls, against galleries of random unit embeddings at
 d = 2048 (the paper model's width), generated in chunks. Backends: exact torch, FAISS flat
-(exact) and FAISS IVF (approximate; its recall@10 against the exact top 10 of the same queries is
-given; random vectors have no cluster structure, so this recall is a pessimistic floor). A 1M
-gallery is stored in float16 (4 GB instead of 8). An exact search reads the whole gallery per
-query, so its latency is bounded below by gallery bytes / memory bandwidth: the table gives the
-bandwidth each exact row achieved.
+(exact) and FAISS IVF (approximate; its recall@10 against the exact top 10 of the same queries
+is given; random vectors have no cluster structure, so this recall is a pessimistic floor). A 1M gallery is stored in float16 (4 GB
+instead of 8). An exact search reads the whole gallery per query, so its latency is bounded
+below by gallery bytes / memory bandwidth: the table gives the bandwidth each exact row achieved
+(gallery bytes / p50).
 
 Build throughput: pairs/s of :func:`rscc.index.build_index` (PNG decode + transform + model +
 write) over a synthetic LEVIR-CC folder, with the cpu-tiny preset at random weights (speed does
