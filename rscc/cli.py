@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except RsccError as exc:
         print(f"rscc {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rscc search ... | head` closed the pipe: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # a path that cannot be read or written, a full disk: the user's to fix
         print(f"rscc {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
