@@ -207,11 +207,15 @@ def write_checkpoint(run_dir: Path, name: str, model: nn.Module, state: dict) ->
     for stale in run_dir.glob(f".{name}.tmp-*"):  # this one, or left by a process killed while writing
         shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir()
-    save_weights(model, tmp / "weights.safetensors")
-    torch.save(state, tmp / "state.pt")
-    for file in tmp.iterdir():
-        _fsync(file)
-    _fsync(tmp)
+    try:
+        save_weights(model, tmp / "weights.safetensors")
+        torch.save(state, tmp / "state.pt")
+        for file in tmp.iterdir():
+            _fsync(file)
+        _fsync(tmp)
+    except BaseException:  # a full disk, say: give its space back; the previous copy is untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)  # a leftover; `final` is the good copy
         os.replace(final, old)

@@ -837,3 +837,27 @@ def test_a_run_killed_before_its_first_checkpoint_is_trained_from_scratch(study)
     (run_dir / "eval" / "metrics.json").unlink()
     train_and_evaluate(profile, "run", meteor=False)
     assert calls["train"] == [False, False]
+
+
+def test_a_disk_that_fills_up_while_writing_a_checkpoint_keeps_the_previous_one(small_data, tmp_path, monkeypatch,
+                                                                                capsys):
+    import errno
+
+    import rscc.train as trainer
+
+    data, cache, _ = small_data
+    monkeypatch.setenv("RSCC_CACHE", str(cache))
+    real_save, calls = torch.save, {"n": 0}
+
+    def filling_save(obj, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the state of the second last/ (step 6)
+            Path(path).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", filling_save)
+    status, err = cli(train_argv(data, tmp_path / "run"), capsys)
+    assert_one_line_error(status, err, "No space left on device", str(tmp_path / "run" / ".last.tmp-"))
+    assert trainer.read_state(tmp_path / "run" / "last")["step"] == 3
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if "last" in p.name) == ["last"]  # no partial copy
