@@ -861,3 +861,41 @@ def test_a_disk_that_fills_up_while_writing_a_checkpoint_keeps_the_previous_one(
     assert_one_line_error(status, err, "No space left on device", str(tmp_path / "run" / ".last.tmp-"))
     assert trainer.read_state(tmp_path / "run" / "last")["step"] == 3
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if "last" in p.name) == ["last"]  # no partial copy
+
+
+# ============================================================================ specified elsewhere
+# Behaviours of issue 8 that other test files already pin down exactly (not repeated here):
+#   invalid JSON ............ test_levircc::test_invalid_json_is_an_error_naming_the_file,
+#                             test_check::test_bad_json_is_reported_with_its_line
+#   missing 'images' key .... test_levircc::test_missing_images_key_is_an_error, test_check::test_missing_images_key_is_reported
+#   6 captions (0 and 6) .... test_levircc::test_a_pair_with_six_captions_is_an_error_naming_the_file,
+#                             test_check::test_wrong_caption_count_is_reported_on_its_record
+#   empty caption, missing image, truncated PNG (validator) ... test_check::test_empty_caption_is_reported,
+#                             test_missing_image_is_reported_with_its_path, test_corrupt_png_is_reported
+#   unknown split ........... test_levircc::test_unknown_split_is_an_error, test_check::test_unknown_split_is_reported
+#   text file named .png .... test_levircc::test_text_file_named_png_is_an_error, test_check::test_text_file_named_png_is_reported
+#   A and B sizes differ .... test_levircc::test_pair_of_different_sizes_is_an_error_naming_both_files,
+#                             test_check::test_size_mismatch_is_reported_on_the_b_image
+#   16-bit grayscale ........ test_levircc::test_16_bit_image_is_rejected_naming_the_file, test_check::test_sixteen_bit_image_is_reported
+#   grey / RGBA / palette ... test_levircc::test_grayscale_rgba_and_palette_images_are_converted_to_rgb,
+#                             test_check::test_grayscale_and_palette_images_are_accepted
+#   caption over max_len .... test_levircc::test_a_caption_longer_than_max_len_is_truncated_with_one_warning (and strict)
+#   unknown word -> UNK ..... test_levircc::test_encoding_is_start_ids_end_padded_to_41_with_pad_mask_and_labels,
+#                             test_index::test_a_query_is_encoded_like_a_caption_with_unknown_words_as_unk
+#   unknown preset .......... test_train::test_unknown_preset_is_an_error_listing_the_presets, test_config::test_unknown_preset_lists_the_valid_ones
+#   weights of another configuration, corrupted safetensors (library level) ... test_model::
+#                             test_weights_of_another_width_are_a_checkpoint_error_naming_key_and_shapes,
+#                             test_corrupted_safetensors_file_is_a_checkpoint_error
+#   index of another model (library level) ... test_index::test_an_index_built_by_another_model_is_refused,
+#                             test_search_text_with_another_model_is_refused
+#   empty query (CLI), 10,000-character query (library) ... test_index::test_search_command_with_an_empty_query_exits_2_with_one_line,
+#                             test_a_query_of_10000_characters_keeps_its_first_max_len_minus_2_words
+#   interrupted and resumed training (in process), kill between the renames ... test_train::
+#                             test_run_killed_twice_and_resumed_ends_with_bit_identical_weights,
+#                             test_checkpoint_swap_killed_between_its_renames_is_recovered
+#   NaN loss ................ test_train::test_nan_loss_stops_with_the_step_number_and_keeps_the_last_good_checkpoint
+#   unwritable output, full disk before training ... test_train::test_unwritable_output_directory_is_rejected,
+#                             test_nearly_full_disk_is_rejected_before_training
+#   code-carrying .bin/.pt .. test_convert::test_checkpoint_with_code_in_its_pickle_is_refused_and_never_run,
+#                             test_convert_command_reports_a_refused_checkpoint_with_exit_status_2
+#   YAML with python tags ... test_config::test_yaml_config_is_parsed_safely_without_running_code
