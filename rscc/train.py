@@ -801,6 +801,11 @@ def main(argv: list[str] | None = None) -> int:
     except RsccError as exc:
         print(f"rscc train: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # as `rscc train` does: an unreadable or unwritable path, a full disk
+        from rscc.cli import describe_os_error
+
+        print(f"rscc train: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

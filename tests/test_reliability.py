@@ -269,7 +269,7 @@ records = st.fixed_dictionaries(
 @given(st.lists(records, max_size=4) | json_values)
 def test_reader_fails_only_with_a_dataset_error_whatever_the_json_records(tmp_path_factory, images):
     folder = tmp_path_factory.mktemp("fuzz")
-    (folder / CAPTIONS_FILE).write_text(json.dumps({"images": images}))
+    (folder / CAPTIONS_FILE).write_text(json.dumps({"images": images}, ensure_ascii=False), encoding="utf-8")
     try:
         pairs = load_pairs(folder)
     except DatasetError as exc:
@@ -414,6 +414,15 @@ def test_config_choices_agree_with_the_modules_that_use_them():
     assert set(CHOICES["loss.fn_mode"]) == set(FN_MODES)
     assert set(CHOICES["loss.similarity_source"]) == set(SIMILARITY_SOURCES)
     assert set(CHOICES["train.select_best"]) == set(SELECT_BEST)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "vocab.json"])
+def test_a_run_file_that_is_not_utf8_text_is_one_line_error(name, tiny_run, pairs_dir, tmp_path, capsys):
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / name).write_bytes(b"\xff\xfe\x00binary")
+    status, err = cli(["caption", f"{pairs_dir}/A/p.png", f"{pairs_dir}/B/p.png", "--run", run, "--device", "cpu"],
+                      capsys)
+    assert_one_line_error(status, err, str(run / name), "UTF-8")
 
 
 def test_a_checkpoint_of_another_configuration_is_one_line_error_naming_the_mismatch(tiny_run, pairs_dir, tmp_path,

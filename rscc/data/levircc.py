@@ -104,7 +104,7 @@ def load_pairs(path: str | Path, splits: Iterable[str] | None = None) -> list[Pa
     the record and the field for anything that does not follow the schema."""
     path = captions_path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except UnicodeDecodeError:
@@ -226,11 +226,13 @@ class Vocabulary:
     def load(cls, path: str | Path) -> "Vocabulary":
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DatasetError(f"{path}: vocabulary file not found") from None
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}: vocabulary is not valid JSON ({exc.msg})") from None
+        except UnicodeDecodeError:
+            raise DatasetError(f"{path}: vocabulary is not a UTF-8 text file") from None
         if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
             raise DatasetError(f"{path}: vocabulary must be a flat {{word: id}} object")
         return cls(data)
