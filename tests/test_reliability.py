@@ -14,7 +14,6 @@ import signal
 import struct
 import subprocess
 import sys
-import textwrap
 import zlib
 from pathlib import Path
 
@@ -47,29 +46,23 @@ def write_tiff(path: Path, array: np.ndarray) -> Path:
     uint16 array: RGB photometric for 3+ bands, the bands after the third as extra samples."""
     array = np.ascontiguousarray(array if array.ndim == 3 else array[:, :, None])
     h, w, bands = array.shape
-    bits = array.dtype.itemsize * 8
-    photometric = 2 if bands >= 3 else 1
     pixels = array.astype(array.dtype.newbyteorder("<")).tobytes()
-    extra = bands - (3 if photometric == 2 else 1)
-    entries = [(256, 4, 1, w), (257, 4, 1, h),
-               (258, 3, bands, struct.pack(f"<{bands}H", *[bits] * bands) if bands > 2 else bits),
-               (259, 3, 1, 1), (262, 3, 1, photometric), (273, 4, 1, "pixels"), (277, 3, 1, bands),
-               (278, 4, 1, h), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
-    if extra > 0:
-        entries.append((338, 3, extra, struct.pack(f"<{extra}H", *[0] * extra) if extra > 2 else 0))
-    blob_at = 8 + 2 + 12 * len(entries) + 4
-    blobs, ifd = b"", b""
-    for tag, kind, count, value in entries:
-        if isinstance(value, bytes):
-            ifd += struct.pack("<HHII", tag, kind, count, blob_at + len(blobs))
-            blobs += value
-            continue
-        if value == "pixels":
-            value = None  # filled in below, once the blobs are known
-        ifd += struct.pack("<HHIHH" if kind == 3 else "<HHII", tag, kind, count, *((value or 0, 0) if kind == 3 else (value or 0,)))
-    pixels_at = blob_at + len(blobs)
-    ifd = ifd.replace(struct.pack("<HHII", 273, 4, 1, 0), struct.pack("<HHII", 273, 4, 1, pixels_at))
-    path.write_bytes(b"II*\x00" + struct.pack("<IH", 8, len(entries)) + ifd + b"\0\0\0\0" + blobs + pixels)
+    extra = bands - (3 if bands >= 3 else 1)
+    short, long_ = 3, 4  # TIFF field types
+    tags = [(256, long_, [w]), (257, long_, [h]), (258, short, [8 * array.dtype.itemsize] * bands),
+            (259, short, [1]), (262, short, [2 if bands >= 3 else 1]), (273, long_, [0]), (277, short, [bands]),
+            (278, long_, [h]), (279, long_, [len(pixels)]), (284, short, [1])] + ([(338, short, [0] * extra)] if extra else [])
+    directory_end = 8 + 2 + 12 * len(tags) + 4
+    entries, blobs = [], b""
+    for tag, kind, values in tags:
+        data = struct.pack(f"<{len(values)}{'H' if kind == short else 'I'}", *values)
+        if len(data) > 4:  # stored after the directory, the entry holds its offset
+            data, blobs = struct.pack("<I", directory_end + len(blobs)), blobs + data
+        entries.append((tag, kind, len(values), data.ljust(4, b"\0")))
+    pixels_at = struct.pack("<I", directory_end + len(blobs))
+    directory = b"".join(struct.pack("<HHI", tag, kind, count) + (pixels_at if tag == 273 else value)
+                         for tag, kind, count, value in entries)
+    path.write_bytes(b"II*\0" + struct.pack("<IH", 8, len(tags)) + directory + b"\0" * 4 + blobs + pixels)
     return path
 
 
