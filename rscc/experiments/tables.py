@@ -140,6 +140,18 @@ def retrieval_table(runs: Mapping[str, dict], source: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(RETRIEVAL_COLUMNS))
 
 
+def hit_rates_vs_chance(metrics: Mapping) -> pd.DataFrame:
+    """Cross-modal text → pair hit rates R@1/5/10 of a run beside a random ranking's, long form:
+    columns subset, k, ranking ("model" or "chance"), R (percent)."""
+    rows = []
+    for subset in ("all", "changed"):
+        t2p = _get(metrics, "retrieval", "cross_modal", subset, "text_to_pair")
+        for k in (1, 5, 10) if t2p else ():
+            rows += [{"subset": subset, "k": f"R@{k}", "ranking": "model", "R": t2p[f"R@{k}"]},
+                     {"subset": subset, "k": f"R@{k}", "ranking": "chance", "R": t2p[f"chance_R@{k}"]}]
+    return pd.DataFrame(rows, columns=["subset", "k", "ranking", "R"])
+
+
 def plan_table(runs: Mapping[str, dict], plan: Iterable[Mapping], columns: Iterable[str]) -> pd.DataFrame:
     """The key metrics (:func:`key_metrics`) of the planned runs that have metrics, with the
     plan's ``columns`` (e.g. fn_mode, theta, seed) in front; planned runs without metrics are
