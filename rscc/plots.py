@@ -255,3 +255,33 @@ def plot_ablation(table, metrics: Sequence[tuple[str, str]], x: str = "theta", h
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.02))
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
+
+
+def plot_training_log(log_csv: str | Path, title: str | None = None):
+    """The curves of a training's ``log.csv`` (seaborn): caption loss, contrastive loss and total
+    loss of the training steps (averaged over each logging window) and of the validations (end of
+    each epoch), against the optimiser step, and the learning rate. Returns the figure."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+    log = pd.read_csv(log_csv)
+    panels = [("cap_loss", "caption loss $L_{cap}$"), ("con_loss", "contrastive loss $L_{con}$"),
+              ("loss", r"total loss $L_{cap} + \lambda L_{con}$")]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.4))
+    colours = sns.color_palette("deep")
+    for ax, (column, name) in zip(axes, panels):
+        sns.lineplot(data=log[log.split == "train"], x="step", y=column, color=colours[0], lw=1, label="train", ax=ax)
+        sns.lineplot(data=log[log.split == "val"], x="step", y=column, color=colours[3], marker="o", label="val", ax=ax)
+        ax.set(title=name, xlabel="optimiser step", ylabel="", yscale="log")
+        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))  # ticks at 0.2, 0.5, 1, 2, 5, ...
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    sns.lineplot(data=log[log.split == "train"], x="step", y="lr", color="grey", ax=axes[3])
+    axes[3].set(title="learning rate", xlabel="optimiser step", ylabel="")
+    axes[3].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -229,3 +229,33 @@ def locate_runs(profile: Profile, plan: list[dict]) -> list[dict]:
         config = run_config(profile, entry["overrides"], entry.get("preset"))
         located.append({**entry, "name": find_complete_run(profile, config) or entry["name"]})
     return located
+
+
+# ----------------------------------------------------------------------------- notebook 03
+def caption_examples(run_dir: str | Path, split: str = "val", changed: int = 6, unchanged: int = 2,
+                     which: str = "best"):
+    """Greedy captions of the first ``changed`` changed and ``unchanged`` unchanged pairs of
+    ``split``, beside the pair's first reference caption. Returns a DataFrame with columns pair,
+    changed, generated, reference (first of five), and ``in references`` (the generated caption
+    is, word for word, one of the pair's five references)."""
+    import pandas as pd
+    import torch
+
+    from rscc.data.levircc import LevirCCDataset, collate, load_pairs
+    from rscc.evaluate import data_root
+    from rscc.generate import caption_pairs
+    from rscc.metrics.captioning import normalise_tokens
+    from rscc.model.run import load_run
+
+    model, config, vocab = load_run(run_dir, which=which)
+    root = data_root(config, progress=False)
+    pairs = [p for p in load_pairs(root) if p.split == split]
+    chosen = [p for p in pairs if p.changed][:changed] + [p for p in pairs if not p.changed][:unchanged]
+    dataset = LevirCCDataset(chosen, vocab, root, transform=model.backbone.transform, per_caption=False)
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    with torch.no_grad():
+        generated = caption_pairs(model, vocab, batch["img_a"], batch["img_b"])
+    rows = [{"pair": p.filename, "changed": p.changed, "generated": text, "reference": p.raws[0].strip(),
+             "in references": normalise_tokens(text) in {normalise_tokens(r) for r in p.raws}}
+            for p, text in zip(chosen, generated)]
+    return pd.DataFrame(rows)
