@@ -52,11 +52,12 @@ def test_quick_profile_ablation_of_the_presets_own_setting_is_the_cpu_tiny_backb
     assert config_digest(run_config(quick, own["overrides"])) == config_digest(run_config(quick, tiny["overrides"]))
 
 
-def test_sweeps_train_with_the_sweep_overrides_and_the_main_run_without_them():
+def test_every_sweep_training_takes_the_sweep_overrides_last():
     quick = get_profile("quick")
-    assert quick.sweep_overrides and all(e["overrides"][:len(quick.sweep_overrides)] == quick.sweep_overrides
-                                         for e in ablation_plan(quick) + backbone_plan(quick))
-    assert not set(quick.sweep_overrides) & set(quick.overrides + quick.main_overrides)
+    swept = load_preset("cpu-tiny", quick.sweep_overrides).train
+    for entry in ablation_plan(quick) + backbone_plan(quick):
+        train = run_config(quick, entry["overrides"], entry.get("preset")).train
+        assert (train.epochs, train.batch_size, train.lr) == (swept.epochs, swept.batch_size, swept.lr)
 
 
 # ----------------------------------------------------------------------------- false negatives

@@ -136,12 +136,12 @@ def ablation_plan(profile: Profile) -> list[dict]:
 
 def backbone_plan(profile: Profile) -> list[dict]:
     """The trainings of the backbone comparison (notebook 05): one per preset of
-    ``profile.backbones``, with the profile's ``sweep_overrides`` and, for every preset but
-    cpu-tiny, ``profile.backbone_overrides`` (the quick profile uses them to shrink the paper
-    presets to a frozen backbone and cpu-tiny's head).
+    ``profile.backbones``: for every preset but cpu-tiny ``profile.backbone_overrides`` (the quick
+    profile uses them to shrink the paper presets to a frozen backbone and cpu-tiny's head), then
+    the profile's ``sweep_overrides`` (last, so every backbone trains like the ablation).
     Each entry: name (``05_backbones/<preset>``), preset, overrides."""
     return [{"name": f"05_backbones/{preset}", "preset": preset,
-             "overrides": list(profile.sweep_overrides) + ([] if preset == "cpu-tiny" else list(profile.backbone_overrides))}
+             "overrides": ([] if preset == "cpu-tiny" else list(profile.backbone_overrides)) + list(profile.sweep_overrides)}
             for preset in profile.backbones]
 
 
@@ -178,7 +178,7 @@ def false_negatives_per_batch(profile: Profile, batch_size: int | None = None, b
     """How many batch pairs each θ of the profile turns from negatives into false negatives.
 
     Random batches of ``batch_size`` training samples (one per caption, as the trainer draws
-    them; default: the profile's batch size) are scored with the training configuration's
+    them; default: the batch size of the ablation's trainings) are scored with their
     sentence encoder and tolerance: per batch, the ordered pairs (i, j), i ≠ j, with different
     labels (y_i ≠ y_j, so negatives without FNE) whose captions have similarity ≥ θ − tolerance.
     Returns a DataFrame indexed by θ: mean false negatives per batch, mean negatives per batch,
@@ -191,7 +191,7 @@ def false_negatives_per_batch(profile: Profile, batch_size: int | None = None, b
     from rscc.losses import false_negative_mask
     from rscc.train import similarity_inputs
 
-    config = run_config(profile, ["loss.fn_mode=fne"])
+    config = run_config(profile, list(profile.sweep_overrides) + ["loss.fn_mode=fne"])  # as the ablation trains
     batch_size = batch_size or config.train.batch_size
     pairs = load_pairs(dataset_root(profile, progress=progress))
     train, val = [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "val"]
