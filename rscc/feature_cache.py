@@ -103,7 +103,11 @@ def cache_path(identity: dict, cache_root: str | Path | None = None) -> Path:
 
 # ----------------------------------------------------------------------------- cache
 class FeatureCache:
-    """Read-only features of a dataset: ``get(split, pair_index)`` -> (feat_a, feat_b)."""
+    """Read-only features of a dataset: ``get(split, pair_index)`` -> (feat_a, feat_b).
+
+    Rows are read with ``os.pread`` rather than through a memory map, so the pages read stay in
+    the kernel's file cache and are not counted in the process's resident memory: RSS does not
+    grow with the size of the cache (benchmarks/memory.py)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -111,18 +115,34 @@ class FeatureCache:
         if not meta_file.is_file():
             raise RsccError(f"{self.path}: not a feature cache (meta.json missing)")
         self.meta = json.loads(meta_file.read_text())
-        self.arrays = {split: np.load(self.path / f"{split}.npy", mmap_mode="r") for split in self.meta["splits"]}
+        self.layout = {}  # split -> (file, row shape, dtype, offset of row 0)
+        for split in self.meta["splits"]:
+            file = self.path / f"{split}.npy"
+            header = np.load(file, mmap_mode="r")  # reads the header only
+            self.layout[split] = (file, header.shape, header.dtype, header.offset)
+            del header
 
     def __contains__(self, split: str) -> bool:
-        return split in self.arrays
+        return split in self.layout
 
     def num_pairs(self, split: str) -> int:
-        return int(self.arrays[split].shape[0])
+        return int(self.layout[split][1][0])
 
     def get(self, split: str, pair_index: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """float32 feature maps (B, C, s, s) of images A and B of the given pairs of ``split``."""
-        index = np.asarray(pair_index, dtype=np.int64)
-        rows = torch.from_numpy(np.ascontiguousarray(self.arrays[split][index], dtype=np.float32))  # (B, 2, C, s, s)
+        file, shape, dtype, offset = self.layout[split]
+        row_shape = shape[1:]  # (2, C, s, s)
+        row_bytes = int(np.prod(row_shape)) * dtype.itemsize
+        index = np.asarray(pair_index, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= shape[0]):
+            raise IndexError(f"{file}: pair index out of range 0..{shape[0] - 1}")
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            buffer = b"".join(os.pread(fd, row_bytes, offset + int(i) * row_bytes) for i in index)
+        finally:
+            os.close(fd)
+        rows = np.frombuffer(buffer, dtype=dtype).reshape(len(index), *row_shape).astype(np.float32)
+        rows = torch.from_numpy(rows)  # (B, 2, C, s, s)
         return rows[:, 0], rows[:, 1]
 
 

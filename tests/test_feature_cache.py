@@ -1,0 +1,46 @@
+"""The frozen-backbone feature cache reads exactly the rows that were written."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rscc.feature_cache import FeatureCache
+
+
+@pytest.fixture
+def cache(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"train": rng.standard_normal((5, 2, 3, 2, 2)).astype(np.float16),
+              "test": rng.standard_normal((2, 2, 3, 2, 2)).astype(np.float16)}
+    for split, array in arrays.items():
+        np.save(tmp_path / f"{split}.npy", array)
+    (tmp_path / "meta.json").write_text(json.dumps({"splits": list(arrays)}))
+    return FeatureCache(tmp_path), arrays
+
+
+def test_get_returns_the_stored_rows_of_both_images_as_float32_in_the_order_asked(cache):
+    features, arrays = cache
+    feat_a, feat_b = features.get("train", torch.tensor([4, 0, 2]))
+    expected = arrays["train"][[4, 0, 2]].astype(np.float32)
+    assert feat_a.dtype == torch.float32 and feat_a.shape == (3, 3, 2, 2)
+    assert torch.equal(feat_a, torch.from_numpy(expected[:, 0])) and torch.equal(feat_b, torch.from_numpy(expected[:, 1]))
+
+
+def test_each_split_has_its_own_rows(cache):
+    features, arrays = cache
+    assert features.num_pairs("train") == 5 and features.num_pairs("test") == 2
+    assert torch.equal(features.get("test", [1])[0], torch.from_numpy(arrays["test"][[1], 0].astype(np.float32)))
+
+
+def test_an_index_past_the_end_is_an_error_naming_the_file(cache):
+    features, _ = cache
+    with pytest.raises(IndexError, match="train.npy"):
+        features.get("train", [5])
+
+
+def test_a_folder_without_meta_json_is_not_a_cache(tmp_path):
+    from rscc.errors import RsccError
+
+    with pytest.raises(RsccError, match="not a feature cache"):
+        FeatureCache(tmp_path)
