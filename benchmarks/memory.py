@@ -2,7 +2,7 @@
 
 The authors' loader decodes every image of the dataset into one tensor in RAM (≈12 GB on
 LEVIR-CC); rscc reads images lazily, one batch at a time, and keeps frozen-backbone features in a
-memory-mapped file on disk. This benchmark shows that the process's memory stays far below 3 GB
+file on disk, read row by row. This benchmark shows that the process's memory stays far below 3 GB
 and does not grow with the number of pairs.
 
 Every measurement runs in a fresh subprocess (the parent only orchestrates), for each dataset size:
@@ -13,7 +13,7 @@ Every measurement runs in a fresh subprocess (the parent only orchestrates), for
 ``epoch``
     ``rscc.train.train`` of the cpu-tiny preset for one full epoch, from an empty cache: the
     frozen-backbone feature cache is built (every image decoded once and written to a
-    memory-mapped .npy), every training step reads its batch from the map, then the validation.
+    .npy file), every training step reads its batch from it, then the validation.
 ``images``
     the same training with ``train.cache_features=false`` (images decoded at every step, as with
     a fine-tuned backbone), capped at ``--image-steps`` steps plus the validation pass.
