@@ -213,15 +213,15 @@ def ensure_feature_cache(model: nn.Module, backbone_name: str, weights_source: s
         meta = dict(identity, splits={s: [p.filename for p in pairs] for s, pairs in splits.items()})
         (partial / "meta.json").write_text(json.dumps(meta, indent=1))
         for file in partial.iterdir():
-            _fsync(file)
-        _fsync(partial)
+            paths.fsync(file)
+        paths.fsync(partial)
         try:
             os.replace(partial, path)
         except OSError:  # another process finished the same cache first
             if not (path / "meta.json").is_file():
                 raise
             shutil.rmtree(partial, ignore_errors=True)
-        _fsync(path.parent)
+        paths.fsync(path.parent)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -246,11 +246,3 @@ def backbone_label(config) -> str:
 def weights_source(config, seed: int) -> str:
     """Where the backbone weights come from: the pretrained path or tag, or ``random-seed-<seed>``."""
     return str(config.pretrained) if config.pretrained else f"random-seed-{seed}"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

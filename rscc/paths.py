@@ -20,3 +20,12 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("RSCC_CACHE", REPO_ROOT / ".cache"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def fsync(path: str | Path) -> None:
+    """Flush a file or a folder to disk (atomic writes: write, fsync, rename, fsync the folder)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -182,7 +182,7 @@ def plot_architecture(config, title: str | None = None):
     ax.text(4.35, (bb_a["bottom"] + bb_b["top"]) / 2, "shared weights (siamese)", ha="center", va="center",
             fontsize=8.3, style="italic", color="#2b6cb0")
     hsa = box(8.5, (y_a + y_b) / 2, 2.4, 2.75, f"HSA × {config.encoder_layers}",
-              f"+ 2-D positions\n\nimage block (width d)\non A and on B\n\npair block (width 2d)\non cat[a, b]")
+              "+ 2-D positions\n\nimage block (width d)\non A and on B\n\npair block (width 2d)\non cat[a, b]")
     fusion = box(12.85, (y_a + y_b) / 2, 2.5, 1.75, "cosine-mask fusion",
                  "mask = cos(a, b) per position\n1×1 conv(cat[a, b] + mask)\n+ residual block")
     pooling = box(12.85, y_mid, 2.5, 1.1, "attention pooling", "1 learned query\n+ LayerNorm")

@@ -211,8 +211,8 @@ def write_checkpoint(run_dir: Path, name: str, model: nn.Module, state: dict) ->
         save_weights(model, tmp / "weights.safetensors")
         torch.save(state, tmp / "state.pt")
         for file in tmp.iterdir():
-            _fsync(file)
-        _fsync(tmp)
+            paths.fsync(file)
+        paths.fsync(tmp)
     except BaseException:  # a full disk, say: give its space back; the previous copy is untouched
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -220,7 +220,7 @@ def write_checkpoint(run_dir: Path, name: str, model: nn.Module, state: dict) ->
         shutil.rmtree(old, ignore_errors=True)  # a leftover; `final` is the good copy
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync(run_dir)
+    paths.fsync(run_dir)
     shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -233,14 +233,6 @@ def read_state(path: Path) -> dict:
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file, or a pickle that would run code
         raise CheckpointError(f"{path / 'state.pt'}: unreadable training state, refused or damaged (loaded with "
                               f"weights_only=True): {torch_load_failure(exc)}") from None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ============================================================================ logging

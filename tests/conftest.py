@@ -15,3 +15,15 @@ def shared():
     if path is None:
         pytest.skip("../shared is absent (set RSCC_SHARED to its path); real LEVIR-CC material unavailable")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The models under test are tiny: one torch thread is faster than two on a shared 2-core
+    machine (extra threads only spin) and keeps float results independent of the core count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

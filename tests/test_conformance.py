@@ -22,15 +22,6 @@ from rscc.model.verify import verify_reference
 VIS_TOKS_ATOL = 5e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster on a shared machine and keeps results reproducible."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def reference(shared):
     path = shared / "fixtures" / "rsicrc-reference"

@@ -25,14 +25,6 @@ AUTHORS_CONFIG = {
 VOCAB = {"PAD": 0, "START": 1, "UNK": 2, "END": 3, **{f"w{i}": 4 + i for i in range(8)}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def authors_files(tmp_path_factory):
     """config.json, vocab and pytorch_model.bin as the authors release them (RN50 backbone included)."""

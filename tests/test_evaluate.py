@@ -9,15 +9,6 @@ import torch
 from rscc.generate import END_ID
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: extra threads only add synchronisation (and spin on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
     from rscc.data.synth import make_synthetic

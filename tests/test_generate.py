@@ -19,14 +19,6 @@ from rscc.generate import (
 )
 from rscc.model.rsicrc import build_model
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: extra threads only add synchronisation (and spin on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 FEATURE_CHANNELS, FEATURE_SIZE = 24, 4  # tiny backbone features fed in place of a backbone
 

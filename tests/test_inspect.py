@@ -14,15 +14,6 @@ from rscc.config import load_preset  # noqa: E402
 from rscc.model import inspect  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: extra threads only add synchronisation on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def shapes(trace) -> dict[str, str]:
     return dict(zip(trace["tensor"], trace["shape"]))
 

@@ -21,15 +21,6 @@ from rscc.model.rsicrc import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster on a shared machine and keeps results reproducible."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**changes) -> ModelConfig:
     config = load_preset("cpu-tiny").model
     values = dict(vocab_size=30, d_model=32, num_heads=4, h_dim=16, a_dim=32, tiny_width=64, tiny_layers=1)

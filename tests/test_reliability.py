@@ -32,13 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ============================================================================ helpers
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: on a shared CPU extra threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_tiff(path: Path, array: np.ndarray) -> Path:

@@ -4,21 +4,12 @@ One smoke-profile training (a few seconds) in a temporary runs folder serves eve
 import json
 
 import pytest
-import torch
 
 from rscc.errors import RsccError
 from rscc.index import GalleryIndex, INDEX_FILE, Embedder
 from rscc.widgets import ChangeExplorer, gallery_index
 
 QUERY = "many houses are built along the road"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
