@@ -27,3 +27,35 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+TINY_MODEL = ["model.d_model=32", "model.a_dim=32", "model.h_dim=16", "model.tiny_width=32",
+              "model.tiny_layers=1", "model.image_size=64"]
+
+
+def write_tiny_run(run_dir, vocab, overrides=(), end_boost=None):
+    """A run directory holding a random cpu-tiny model (64 px, d = 32, backbone included), its
+    config and ``vocab``; ``end_boost`` scales the END row of the tied embedding so that greedy
+    captions of the random model stop early."""
+    import torch
+
+    from rscc.config import load_preset
+    from rscc.data.levircc import END
+    from rscc.model.rsicrc import build_model, save_weights
+
+    config = load_preset("cpu-tiny", TINY_MODEL + [f"model.vocab_size={len(vocab)}", *overrides])
+    torch.manual_seed(0)
+    model = build_model(config.model, load_pretrained=False)
+    if end_boost is not None:
+        with torch.no_grad():
+            model.decoder.lm_head.weight[END] *= end_boost
+    (run_dir / "best").mkdir()
+    save_weights(model, run_dir / "best" / "weights.safetensors")
+    config.save(run_dir / "config.yaml")
+    vocab.save(run_dir / "vocab.json")
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def make_tiny_run():
+    return write_tiny_run

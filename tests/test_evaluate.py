@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-from rscc.generate import END_ID
 
 
 @pytest.fixture(scope="module")
@@ -17,26 +16,13 @@ def tiny_set(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_set):
+def tiny_run(tmp_path_factory, tiny_set, make_tiny_run):
     """A random cpu-tiny-like model (backbone included) with the synthetic set's vocabulary."""
-    from rscc.config import load_preset
     from rscc.data.levircc import Vocabulary, load_pairs
-    from rscc.model.rsicrc import build_model, save_weights
 
-    run_dir = tmp_path_factory.mktemp("run")
     vocab = Vocabulary.build(load_pairs(tiny_set), rule="train")
-    config = load_preset("cpu-tiny", ["model.d_model=32", "model.a_dim=32", "model.h_dim=16", "model.tiny_width=32",
-                                      "model.tiny_layers=1", "model.image_size=64", f"model.vocab_size={len(vocab)}",
-                                      f"data.root={tiny_set}", "loss.similarity_source=string"])
-    torch.manual_seed(0)
-    model = build_model(config.model, load_pretrained=False)
-    with torch.no_grad():
-        model.decoder.lm_head.weight[END_ID] *= 10
-    (run_dir / "best").mkdir()
-    save_weights(model, run_dir / "best" / "weights.safetensors")
-    config.save(run_dir / "config.yaml")
-    vocab.save(run_dir / "vocab.json")
-    return run_dir
+    return make_tiny_run(tmp_path_factory.mktemp("run"), vocab, end_boost=10,
+                         overrides=[f"data.root={tiny_set}", "loss.similarity_source=string"])
 
 
 @pytest.fixture(scope="module")

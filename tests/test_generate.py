@@ -209,26 +209,13 @@ def test_attention_grid_undoes_the_authors_transposed_token_order():
 
 # ---------------------------------------------------------------------------- rscc caption
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, make_tiny_run):
     """A run directory with a random tiny model (backbone included) and a small vocabulary."""
-    from rscc.config import load_preset
     from rscc.data.levircc import Vocabulary
-    from rscc.model.rsicrc import save_weights
 
-    run_dir = tmp_path_factory.mktemp("run")
     words = ["the", "road", "house", "is", "built", "no", "change"]
     vocab = Vocabulary({"PAD": 0, "START": 1, "UNK": 2, "END": 3, **{w: i + 4 for i, w in enumerate(words)}})
-    config = load_preset("cpu-tiny", ["model.d_model=32", "model.a_dim=32", "model.h_dim=16", "model.tiny_width=32",
-                                      "model.tiny_layers=1", "model.image_size=64", f"model.vocab_size={len(vocab)}"])
-    torch.manual_seed(0)
-    model = build_model(config.model, load_pretrained=False)
-    with torch.no_grad():
-        model.decoder.lm_head.weight[END_ID] *= 10
-    (run_dir / "best").mkdir()
-    save_weights(model, run_dir / "best" / "weights.safetensors")
-    config.save(run_dir / "config.yaml")
-    vocab.save(run_dir / "vocab.json")
-    return run_dir
+    return make_tiny_run(tmp_path_factory.mktemp("run"), vocab, end_boost=10)
 
 
 def write_pair(folder, name, seed, size=(80, 60)):

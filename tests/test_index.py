@@ -263,23 +263,13 @@ def test_search_text_with_another_model_is_refused(tmp_path):
 
 # ---------------------------------------------------------------------------- command line
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, make_tiny_run):
     """A run directory with a random-init tiny model (backbone included) and a small vocabulary."""
-    from rscc.config import load_preset
     from rscc.data.levircc import Vocabulary
-    from rscc.model.rsicrc import build_model, save_weights
 
-    run_dir = tmp_path_factory.mktemp("run")
     words = ["new", "houses", "along", "a", "curved", "road"]
     vocab = Vocabulary({"PAD": 0, "START": 1, "UNK": 2, "END": 3, **{w: i + 4 for i, w in enumerate(words)}})
-    config = load_preset("cpu-tiny", ["model.d_model=32", "model.a_dim=32", "model.h_dim=16", "model.tiny_width=32",
-                                      "model.tiny_layers=1", "model.image_size=64", f"model.vocab_size={len(vocab)}"])
-    torch.manual_seed(0)
-    (run_dir / "best").mkdir()
-    save_weights(build_model(config.model, load_pretrained=False), run_dir / "best" / "weights.safetensors")
-    config.save(run_dir / "config.yaml")
-    vocab.save(run_dir / "vocab.json")
-    return run_dir
+    return make_tiny_run(tmp_path_factory.mktemp("run"), vocab)
 
 
 def test_index_and_search_commands_find_pairs_with_the_models_cosine(tiny_run, tmp_path, capsys):

@@ -110,22 +110,11 @@ def dataset(clean, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
+def tiny_run(tmp_path_factory, make_tiny_run) -> Path:
     """A run directory holding a random tiny model (64 px, d=32) with its config and vocabulary."""
-    from rscc.config import load_preset
-    from rscc.model.rsicrc import build_model, save_weights
-
-    run_dir = tmp_path_factory.mktemp("run")
     words = ["new", "houses", "along", "a", "curved", "road"]
     vocab = Vocabulary({"PAD": 0, "START": 1, "UNK": 2, "END": 3, **{w: i + 4 for i, w in enumerate(words)}})
-    config = load_preset("cpu-tiny", ["model.d_model=32", "model.a_dim=32", "model.h_dim=16", "model.tiny_width=32",
-                                      "model.tiny_layers=1", "model.image_size=64", f"model.vocab_size={len(vocab)}"])
-    torch.manual_seed(0)
-    (run_dir / "best").mkdir()
-    save_weights(build_model(config.model, load_pretrained=False), run_dir / "best" / "weights.safetensors")
-    config.save(run_dir / "config.yaml")
-    vocab.save(run_dir / "vocab.json")
-    return run_dir
+    return make_tiny_run(tmp_path_factory.mktemp("run"), vocab)
 
 
 def copy_run(run_dir: Path, to: Path) -> Path:
