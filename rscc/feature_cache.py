@@ -158,6 +158,28 @@ class _PairImages(Dataset):
         return self.transform(img_a), self.transform(img_b)
 
 
+class _RowWriter:
+    """A .npy file filled by ``writer[start:stop] = rows`` with plain writes (no memory map, so the
+    pages written are not counted in the process's resident memory while a cache is built)."""
+
+    def __init__(self, file: Path, shape: tuple[int, ...], dtype):
+        header = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)  # header + size
+        self.offset, self.dtype = header.offset, np.dtype(dtype)
+        self.row_bytes = int(np.prod(shape[1:])) * self.dtype.itemsize
+        del header
+        self.fd = os.open(file, os.O_WRONLY)
+
+    def __setitem__(self, rows: slice, values: np.ndarray) -> None:
+        data = np.ascontiguousarray(values, dtype=self.dtype).tobytes()
+        os.pwrite(self.fd, data, self.offset + rows.start * self.row_bytes)
+
+    def __enter__(self) -> "_RowWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        os.close(self.fd)
+
+
 @torch.no_grad()
 def compute_features(model: nn.Module, pairs: Sequence[Pair], root: str | Path, out: np.ndarray,
                      device: torch.device, batch_size: int = 32, num_workers: int = 0, autocast: bool = False,
@@ -204,12 +226,9 @@ def ensure_feature_cache(model: nn.Module, backbone_name: str, weights_source: s
     try:
         shape = (2, model.backbone.out_channels, model.backbone.feature_size, model.backbone.feature_size)
         for split, pairs in splits.items():
-            out = np.lib.format.open_memmap(partial / f"{split}.npy", mode="w+", dtype=DTYPES[dtype],
-                                            shape=(len(pairs), *shape))
-            compute_features(model, pairs, root, out, device, batch_size, num_workers, autocast,
-                             desc=f"caching {split} features" if progress else None)
-            out.flush()
-            del out
+            with _RowWriter(partial / f"{split}.npy", (len(pairs), *shape), DTYPES[dtype]) as out:
+                compute_features(model, pairs, root, out, device, batch_size, num_workers, autocast,
+                                 desc=f"caching {split} features" if progress else None)
         meta = dict(identity, splits={s: [p.filename for p in pairs] for s, pairs in splits.items()})
         (partial / "meta.json").write_text(json.dumps(meta, indent=1))
         for file in partial.iterdir():

@@ -44,3 +44,13 @@ def test_a_folder_without_meta_json_is_not_a_cache(tmp_path):
 
     with pytest.raises(RsccError, match="not a feature cache"):
         FeatureCache(tmp_path)
+
+
+def test_rows_written_in_batches_read_back_as_the_same_npy_array(tmp_path):
+    from rscc.feature_cache import _RowWriter
+
+    rows = np.random.default_rng(1).standard_normal((7, 2, 3, 2, 2)).astype(np.float32)
+    with _RowWriter(tmp_path / "train.npy", rows.shape, np.float16) as writer:
+        writer[0:4] = rows[:4]
+        writer[4:7] = rows[4:]
+    assert np.array_equal(np.load(tmp_path / "train.npy"), rows.astype(np.float16))
