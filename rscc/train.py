@@ -789,7 +789,12 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run(args)
+        code = run(args)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Rank 0 hosts the rendezvous store: a rank still writing when it leaves aborts gloo
+            # ("terminate called without an active exception"), so every rank finishes first.
+            torch.distributed.barrier()
+        return code
     except RsccError as exc:
         print(f"rscc train: error: {exc}", file=sys.stderr)
         return 2

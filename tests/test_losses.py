@@ -312,6 +312,9 @@ def _ddp_worker(rank, world_size, port, out_dir):
         loss.backward()  # DDP averages parameter gradients over the ranks
         grads = {name: p.grad.clone() for name, p in model.module.named_parameters()}
         torch.save({"loss": loss.detach(), "pairs": pairs, "grads": grads}, f"{out_dir}/rank{rank}.pt")
+        # Rank 0 hosts the rendezvous store: leaving before rank 1 is done aborts gloo
+        # ("terminate called without an active exception"), so both ranks meet here first.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
