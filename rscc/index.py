@@ -15,7 +15,9 @@ disk, so a reader never sees a half-written index. An index remembers which mode
 hash of the weights file, the ``model`` section of the configuration and the vocabulary) and
 refuses rows or queries from any other model: embeddings of two models live in different spaces.
 
-Search backends: ``torch`` (exact; matrix multiply + top-k, chunked over the gallery),
+Search backends: ``torch`` (exact; matrix multiply + top-k, chunked over the gallery; for
+repeated single queries on a large gallery a first pass over 8-bit codes with a proven error
+bound, then float32 scores of the rows it cannot rule out, so still exact),
 ``faiss-flat`` (exact, FAISS), ``faiss-ivf`` (inverted lists, approximate: ``nlist`` cells trained
 on a sample, ``nprobe`` cells visited) and ``faiss-hnsw`` (graph, approximate, ``ef_search``). For
 a float16 gallery the exact backends are exact over the stored float16 values.
@@ -45,6 +47,8 @@ FORMAT = "rscc-gallery-index"
 VERSION = 1
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 BACKENDS = ("torch", "faiss-flat", "faiss-ivf", "faiss-hnsw")
+PREFILTERS = ("auto", "int8", "none")  # the exact torch backend's first pass (GalleryIndex.search)
+INT8_MIN_ROWS = 16_384  # below this a float scan is as fast as the 8-bit one
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 MAX_QUERY_CHARS = 100_000  # longer strings are refused before tokenising
 
@@ -243,6 +247,82 @@ def exact_search(gallery: torch.Tensor, queries: torch.Tensor, k: int,
     return scores, rows[order]
 
 
+@dataclass(frozen=True)
+class Int8Codes:
+    """A gallery quantised to 8 bits per value, for the exact search's first pass.
+
+    Row i is approximated by ``scales[i] * codes[i]`` (symmetric, one scale per row, |code| ≤ 127);
+    ``residuals[i]`` is ‖x_i − scales[i]·codes[i]‖ and ``norms[i]`` is ‖scales[i]·codes[i]‖, both
+    measured on the stored rows and rounded up, so that every approximate score comes with a bound
+    on its error (see :func:`int8_search`). The codes take a quarter of float32 storage."""
+
+    codes: torch.Tensor      # (N, d) int8
+    scales: torch.Tensor     # (N,) float32
+    residuals: torch.Tensor  # (N,) float32
+    norms: torch.Tensor      # (N,) float32
+
+    @classmethod
+    def from_rows(cls, rows: torch.Tensor, chunk_rows: int = 512) -> "Int8Codes":
+        # small chunks stay in cache: 0.4 s per 100k rows of d = 2048 on one thread (3.5 s in 65k-row chunks)
+        n, d = rows.shape
+        codes = torch.empty((n, d), dtype=torch.int8)
+        scales, residuals, norms = (torch.empty(n) for _ in range(3))
+        for start in range(0, n, chunk_rows):
+            x = rows[start:start + chunk_rows].float()
+            scale = (x.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
+            code = torch.round(x / scale[:, None]).clamp_(-127, 127)
+            approx = code * scale[:, None]
+            stop = start + len(x)
+            codes[start:stop], scales[start:stop] = code.to(torch.int8), scale
+            # norms are computed in float32: round them up by more than their relative error
+            residuals[start:stop] = (x - approx).norm(dim=1) * (1 + 1e-5)
+            norms[start:stop] = approx.norm(dim=1) * (1 + 1e-5)
+        return cls(codes, scales, residuals, norms)
+
+
+def int8_search(codes: Int8Codes, gallery: torch.Tensor, queries: torch.Tensor,
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` inner products of ``queries`` (Q, d) against ``gallery`` (N, d), found in
+    two passes: an 8-bit scan of every row, then float32 scores of the few rows it cannot rule out.
+
+    The queries are quantised like the rows (q ≈ t·c_q) and each row's approximate score
+    t·s_i·(c_q · c_i) is an exact integer product (``torch._int_mm``, int32 accumulation). Its
+    distance to the true q · x_i is at most ‖q‖·‖x_i − x̂_i‖ + ‖q − t·c_q‖·‖x̂_i‖ (Cauchy–Schwarz
+    on the two rounding errors), plus d·2⁻²³·‖q‖ for float32 arithmetic. A row whose upper bound
+    is below the k-th best lower bound cannot be in the top k; every other row is scored in
+    float32 from the stored values, as :func:`exact_search` scores them. On random unit vectors at
+    d = 2048 the bound is ≈ 0.018 and a few hundred rows of 100k are rescored."""
+    queries = queries.float()
+    q_norm = queries.norm(dim=1)
+    q_scale = (queries.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
+    q_codes = torch.round(queries / q_scale[:, None]).clamp_(-127, 127)
+    q_error = (queries - q_codes * q_scale[:, None]).norm(dim=1) * (1 + 1e-5)
+    products = torch._int_mm(codes.codes, q_codes.to(torch.int8).T.contiguous())  # (N, Q) int32, exact
+    approx = products.float() * codes.scales[:, None] * q_scale[None, :]
+    arithmetic = queries.shape[1] * 2.0 ** -23 * (1 + q_norm)
+    bound = codes.residuals[:, None] * q_norm[None, :] + codes.norms[:, None] * q_error[None, :] + arithmetic[None, :]
+    kth_lower = (approx - bound).topk(k, dim=0).values[-1]  # (Q,)
+    rows = (approx + bound >= kth_lower[None, :]).any(dim=1).nonzero().flatten()
+    exact = queries @ gallery[rows].float().T  # (Q, candidates)
+    scores, order = exact.topk(k, dim=1)
+    return scores, rows[order]
+
+
+def int8_matmul_available() -> bool:
+    """Whether this torch multiplies int8 matrices on the CPU (``torch._int_mm``)."""
+    global _INT_MM
+    if _INT_MM is None:
+        try:
+            torch._int_mm(torch.ones((1, 8), dtype=torch.int8), torch.ones((8, 1), dtype=torch.int8))
+            _INT_MM = True
+        except (RuntimeError, AttributeError, NotImplementedError):
+            _INT_MM = False
+    return _INT_MM
+
+
+_INT_MM: bool | None = None
+
+
 def _chunked_topk(gallery, k, chunk_rows, score, margin=None):
     """Running top-k of ``score(rows)`` (Q, c) over gallery chunks; with ``margin`` (Q, 1) also
     the rows scoring within ``margin`` of the final k-th score (a superset: the k-th only rises)."""
@@ -275,6 +355,8 @@ class GalleryIndex:
         self.meta = meta
         self.embeddings = embeddings
         self._faiss: dict[tuple, Any] = {}
+        self._int8: Int8Codes | None = None
+        self._exact_calls = 0
 
     # ------------------------------------------------------------------ reading
     @classmethod
@@ -343,14 +425,22 @@ class GalleryIndex:
     # ------------------------------------------------------------------ searching
     def search(self, queries, k: int = 10, backend: str = "torch", *, normalize: bool = True,
                nlist: int | None = None, nprobe: int = 16, hnsw_m: int = 32,
-               ef_search: int | None = None, chunk_rows: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
+               ef_search: int | None = None, chunk_rows: int = 65_536,
+               prefilter: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` gallery rows for each query (Q, d) (or one query (d,)).
 
         Returns (scores (Q, k) float32, indices (Q, k) int64), best first; scores are cosines
         when ``normalize`` (the default) unit-normalises the queries. ``k`` larger than the
         gallery is cut to its size. Approximate backends may return fewer than ``k`` rows: the
         missing ones have index -1 and score -inf. Options: ``nlist`` (faiss-ivf cells, default
-        √N), ``nprobe`` (cells visited), ``hnsw_m`` and ``ef_search`` (faiss-hnsw)."""
+        √N), ``nprobe`` (cells visited), ``hnsw_m`` and ``ef_search`` (faiss-hnsw).
+
+        ``prefilter`` (backend ``torch``): ``"int8"`` runs the exact search in two passes over
+        8-bit codes of the gallery (:func:`int8_search`; same result, half the bytes of float16
+        read per query; the codes are made once, 0.4 s per 100k rows at d = 2048, and kept);
+        ``"none"`` scores the stored rows directly (:func:`exact_search`); ``"auto"`` uses int8
+        from the second search of a gallery of at least 16,384 rows with at most 8 queries, so
+        that a one-off search (``rscc search``) does not pay for the codes."""
         queries = torch.as_tensor(queries).float()
         if queries.ndim == 1:
             queries = queries[None]
@@ -365,6 +455,14 @@ class GalleryIndex:
             queries = F.normalize(queries, dim=1)
         k = min(k, len(self))
         if backend == "torch":
+            if prefilter not in PREFILTERS:
+                raise ConfigError(f"prefilter '{prefilter}' does not exist; valid: {', '.join(PREFILTERS)}")
+            self._exact_calls += 1
+            if prefilter == "auto":
+                prefilter = "int8" if (len(self) >= INT8_MIN_ROWS and queries.shape[0] <= 8 and int8_matmul_available()
+                                       and (self._int8 is not None or self._exact_calls > 1)) else "none"
+            if prefilter == "int8":
+                return int8_search(self.int8_codes(), self.embeddings, queries, k)
             return exact_search(self.embeddings, queries, k, chunk_rows)
         index = self.faiss_index(backend, nlist=nlist, hnsw_m=hnsw_m)
         if backend == "faiss-ivf":
@@ -373,6 +471,15 @@ class GalleryIndex:
             index.hnsw.efSearch = max(ef_search or 64, k)
         scores, indices = index.search(queries.numpy(), k)
         return torch.from_numpy(scores).float(), torch.from_numpy(indices).long()
+
+    def int8_codes(self) -> Int8Codes:
+        """The 8-bit codes of the gallery for :func:`int8_search`, made on first use and kept."""
+        if self._int8 is None:
+            if not int8_matmul_available():
+                raise ConfigError("this torch build has no CPU int8 matrix multiply (torch._int_mm): "
+                                  "use prefilter='none'")
+            self._int8 = Int8Codes.from_rows(self.embeddings)
+        return self._int8
 
     def results(self, scores: torch.Tensor, indices: torch.Tensor) -> list[list[dict[str, Any]]]:
         """Search output as, per query, ``[{rank, id, score, path_a, path_b}, ...]`` (rank from 1)."""

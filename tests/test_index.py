@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rscc.errors import RsccError
-from rscc.index import GalleryIndex, build_index, encode_query, exact_search, search_text
+from rscc.errors import ConfigError, RsccError
+from rscc.index import (GalleryIndex, Int8Codes, build_index, encode_query, exact_search, int8_matmul_available,
+                        int8_search, search_text)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -84,6 +85,57 @@ def test_float16_gallery_search_is_exact_over_the_stored_values(queries):
     expected_scores, expected_indices = (q.double() @ gallery.double().T).topk(10, dim=1)
     assert torch.equal(indices, expected_indices)
     assert torch.allclose(scores.double(), expected_scores, atol=1e-6)
+
+
+needs_int8 = pytest.mark.skipif(not int8_matmul_available(), reason="this torch has no CPU torch._int_mm")
+
+
+def test_int8_codes_bound_the_distance_of_every_row_to_its_code():
+    torch.manual_seed(2)
+    rows = F.normalize(torch.randn(700, 48), dim=1)
+    rows[5] = 0  # a zero row has a zero code
+    codes = Int8Codes.from_rows(rows, chunk_rows=128)
+    approx = codes.codes.float() * codes.scales[:, None]
+    assert codes.codes.dtype == torch.int8 and codes.codes.abs().max() <= 127
+    assert torch.all((rows - approx).norm(dim=1) <= codes.residuals)
+    assert torch.all(approx.norm(dim=1) <= codes.norms)
+    assert codes.residuals.max() < 0.05 and codes.residuals[5] == 0  # 8 bits: ~1/127 of each value
+
+
+@needs_int8
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("queries", [1, 3])
+def test_int8_search_finds_the_exact_top_k_even_among_near_ties(dtype, queries):
+    torch.manual_seed(3)
+    gallery = F.normalize(torch.randn(5000, 64), dim=1)
+    # 60 rows within a fraction of the 8-bit error of one row: the first pass cannot order them
+    gallery[1000:1060] = gallery[11] + 1e-3 * torch.randn(60, 64)
+    gallery = F.normalize(gallery, dim=1).to(dtype)
+    q = F.normalize(torch.randn(queries, 64), dim=1)
+    q[0] = gallery[11].float() + 1e-3 * torch.randn(64)
+    scores, indices = int8_search(Int8Codes.from_rows(gallery), gallery, q, k=10)
+    expected_scores, expected_indices = (q.double() @ gallery.double().T).topk(10, dim=1)
+    assert torch.equal(indices, expected_indices)
+    assert torch.allclose(scores.double(), expected_scores, atol=1e-6)
+
+
+@needs_int8
+def test_gallery_search_switches_to_int8_codes_from_the_second_query_of_a_large_gallery():
+    torch.manual_seed(4)
+    index = GalleryIndex.from_embeddings(torch.randn(20_000, 32).half())
+    q = F.normalize(torch.randn(32), dim=0)
+    first = index.search(q, k=5)
+    assert index._int8 is None  # a one-off search does not make the codes
+    second = index.search(q, k=5)
+    assert index._int8 is not None
+    assert torch.equal(first[1], second[1]) and torch.allclose(first[0], second[0], atol=1e-6)
+    assert torch.equal(index.search(q, k=5, prefilter="none")[1], first[1])
+    small = GalleryIndex.from_embeddings(torch.randn(100, 32))
+    small.search(q, k=5), small.search(q, k=5)
+    assert small._int8 is None  # a small gallery is scanned in float
+    assert torch.equal(small.search(q, k=5, prefilter="int8")[1], small.search(q, k=5, prefilter="none")[1])
+    with pytest.raises(ConfigError, match="prefilter 'fast' does not exist"):
+        index.search(q, prefilter="fast")
 
 
 # ---------------------------------------------------------------------------- building
