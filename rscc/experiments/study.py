@@ -193,7 +193,9 @@ def false_negatives_per_batch(profile: Profile, batch_size: int | None = None, b
 
     config = run_config(profile, list(profile.sweep_overrides) + ["loss.fn_mode=fne"])  # as the ablation trains
     batch_size = batch_size or config.train.batch_size
-    pairs = load_pairs(dataset_root(profile, progress=progress))
+    from rscc.evaluate import data_root
+
+    pairs = load_pairs(data_root(config, progress=progress))  # the sweeps' dataset (sweep_overrides may resize it)
     train, val = [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "val"]
     # train + val in one call, as the trainer does: the embeddings come from the same disk cache
     embeddings = similarity_inputs(config, train + val, progress=progress)[: 5 * len(train)]  # (5N, dim) or keys (5N,)
