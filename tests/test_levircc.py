@@ -154,8 +154,15 @@ def test_vocabulary_round_trips_through_the_authors_flat_json(tmp_path):
 
 
 def test_vocabulary_with_wrong_special_ids_is_rejected():
-    with pytest.raises(DatasetError, match="PAD must have id 0"):
+    with pytest.raises(DatasetError, match=r"special tokens must be .* got \{'PAD': 1, 'START': 0\}"):
         Vocabulary({"PAD": 1, "START": 0, "UNK": 2, "END": 3})
+
+
+def test_vocabulary_ids_must_index_the_embedding_rows_without_gaps(tmp_path):
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps({"PAD": 0, "START": 1, "UNK": 2, "END": 3, "road": 5}))
+    with pytest.raises(DatasetError, match=r"vocab.json: vocabulary: ids must be 0..4 without gaps"):
+        Vocabulary.load(path)
 
 
 # ------------------------------------------------------------------ encoding

@@ -186,12 +186,14 @@ class Vocabulary:
     _id_to_word: dict[int, str] = field(init=False, repr=False)
 
     def __post_init__(self):
-        for name, idx in SPECIALS.items():
-            if self.word_to_id.get(name) != idx:
-                raise DatasetError(f"vocabulary: special token {name} must have id {idx}")
+        wrong = {name: self.word_to_id.get(name) for name, idx in SPECIALS.items() if self.word_to_id.get(name) != idx}
+        if wrong:
+            raise DatasetError(f"vocabulary: special tokens must be {SPECIALS}, got {wrong}")
         self._id_to_word = {i: w for w, i in self.word_to_id.items()}
         if len(self._id_to_word) != len(self.word_to_id):
             raise DatasetError("vocabulary: two words share an id")
+        if sorted(self._id_to_word) != list(range(len(self.word_to_id))):  # ids index the embedding rows
+            raise DatasetError(f"vocabulary: ids must be 0..{len(self.word_to_id) - 1} without gaps")
 
     def __len__(self) -> int:
         return len(self.word_to_id)
@@ -235,7 +237,10 @@ class Vocabulary:
             raise DatasetError(f"{path}: vocabulary is not a UTF-8 text file") from None
         if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
             raise DatasetError(f"{path}: vocabulary must be a flat {{word: id}} object")
-        return cls(data)
+        try:
+            return cls(data)
+        except DatasetError as exc:
+            raise DatasetError(f"{path}: {exc}") from None
 
     def ids(self, tokens: Sequence[str]) -> list[int]:
         return [self.word_to_id.get(t, UNK) for t in tokens]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from rscc.config import ModelConfig, RunConfig, load_preset
-from rscc.errors import CheckpointError, ConfigError
+from rscc.errors import CheckpointError, ConfigError, DatasetError
 from rscc.model.backbones import CLIP_BACKBONES, TORCHVISION_BACKBONES, read_state_dict
 from rscc.model.decoder import SinusoidalPositions
 from rscc.model.rsicrc import RSICRC, TIED_KEY, build_model, load_state, save_weights
@@ -192,22 +192,13 @@ def read_authors_config(path: str | Path) -> dict:
 
 
 def read_authors_vocab(path: str | Path) -> dict[str, int]:
-    path = Path(path)
+    """The authors' flat ``{word: id}`` vocabulary, checked as :meth:`Vocabulary.load` checks it."""
+    from rscc.data.levircc import Vocabulary
+
     try:
-        vocab = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: vocabulary file not found") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
-        raise ConfigError(f"{path}: expected a flat {{word: id}} object")
-    specials = {"PAD": 0, "START": 1, "UNK": 2, "END": 3}
-    wrong = {k: vocab.get(k) for k, v in specials.items() if vocab.get(k) != v}
-    if wrong:
-        raise ConfigError(f"{path}: special tokens must be {specials}, got {wrong}")
-    if sorted(vocab.values()) != list(range(len(vocab))):
-        raise ConfigError(f"{path}: ids must be 0..{len(vocab) - 1} without gaps or repeats")
-    return vocab
+        return Vocabulary.load(path).word_to_id
+    except DatasetError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def convert_checkpoint(checkpoint: str | Path, config_json: str | Path, vocab_json: str | Path,
