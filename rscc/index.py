@@ -293,6 +293,7 @@ def int8_search(codes: Int8Codes, gallery: torch.Tensor, queries: torch.Tensor,
     float32 from the stored values, as :func:`exact_search` scores them. On random unit vectors at
     d = 2048 the bound is ≈ 0.018 and a few hundred rows of 100k are rescored."""
     queries = queries.float()
+    k = min(k, gallery.shape[0])
     q_norm = queries.norm(dim=1)
     q_scale = (queries.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
     q_codes = torch.round(queries / q_scale[:, None]).clamp_(-127, 127)
