@@ -115,22 +115,26 @@ def test_a_query_without_words_shows_the_error_and_empties_the_grid(explorer):
     assert explorer.controls.grid.children == ()
 
 
-def test_an_index_of_another_model_is_refused_by_the_explorer(smoke_run, tmp_path):
-    run_dir, root, _ = smoke_run
-    index_dir = gallery_index(run_dir, root, out=tmp_path / "index")
+def _index_of_another_model(run_dir, root, out):
+    """A gallery index of the run's test split whose recorded model id is another model's."""
+    index_dir = gallery_index(run_dir, root, out=out)
     meta = json.loads((index_dir / INDEX_FILE).read_text())
     meta["model"]["id"] = "0" * 64
     (index_dir / INDEX_FILE).write_text(json.dumps(meta))
+    return index_dir
+
+
+def test_an_index_of_another_model_is_refused_by_the_explorer(smoke_run, tmp_path):
+    run_dir, root, _ = smoke_run
+    index_dir = _index_of_another_model(run_dir, root, tmp_path / "index")
     with pytest.raises(RsccError, match="built by model 000000000000"):
         ChangeExplorer(run_dir, index_dir, root)
 
 
 def test_gallery_index_rebuilds_an_index_left_by_an_earlier_model(smoke_run, tmp_path):
     run_dir, root, _ = smoke_run
-    index_dir = gallery_index(run_dir, root, out=tmp_path / "index")
-    meta = json.loads((index_dir / INDEX_FILE).read_text())
-    meta["model"]["id"] = "0" * 64
-    (index_dir / INDEX_FILE).write_text(json.dumps(meta))
+    index_dir = _index_of_another_model(run_dir, root, tmp_path / "index")
+    stale_ids = json.loads((index_dir / INDEX_FILE).read_text())["ids"]
     rebuilt = GalleryIndex.load(gallery_index(run_dir, root, out=index_dir))
     assert rebuilt.model["id"] == Embedder.from_run(run_dir).identity["id"]
-    assert len(rebuilt) == len(meta["ids"])
+    assert len(rebuilt) == len(stale_ids)
