@@ -33,6 +33,23 @@ TINY_MODEL = ["model.d_model=32", "model.a_dim=32", "model.h_dim=16", "model.tin
               "model.tiny_layers=1", "model.image_size=64"]
 
 
+@pytest.fixture(scope="session")
+def clean(tmp_path_factory):
+    """Six synthetic LEVIR-CC pairs of 64 px, shared by every test: read it, or break a copy."""
+    from rscc.data.synth import make_synthetic
+
+    return make_synthetic(tmp_path_factory.mktemp("clean") / "levir", 6, size=64, seed=0, progress=False)
+
+
+@pytest.fixture
+def dataset(clean, tmp_path):
+    """A private copy of the clean dataset, to break."""
+    import shutil
+    from pathlib import Path
+
+    return Path(shutil.copytree(clean, tmp_path / "levir"))
+
+
 def write_tiny_run(run_dir, vocab, overrides=(), end_boost=None):
     """A run directory holding a random cpu-tiny model (64 px, d = 32, backbone included), its
     config and ``vocab``; ``end_boost`` scales the END row of the tied embedding so that greedy

@@ -1,6 +1,5 @@
 """The dataset validator: each kind of damage is reported with its file and reason."""
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,18 +8,12 @@ from PIL import Image
 
 from rscc.cli import main
 from rscc.data.check import Problem, validate_dataset
-from rscc.data.synth import make_synthetic
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory) -> Path:
-    return make_synthetic(tmp_path_factory.mktemp("check") / "clean", 6, size=64, seed=0, progress=False)
 
 
 @pytest.fixture
-def root(clean, tmp_path) -> Path:
-    """A private copy of the clean dataset, to break."""
-    return Path(shutil.copytree(clean, tmp_path / "levir"))
+def root(dataset) -> Path:
+    """A private copy of the clean dataset (conftest), to break."""
+    return dataset
 
 
 def _json(root: Path) -> dict:

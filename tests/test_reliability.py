@@ -98,18 +98,6 @@ def first_image(root: Path, side: str = "A", n: int = 0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory) -> Path:
-    """Six synthetic LEVIR-CC pairs of 64 px."""
-    return make_synthetic(tmp_path_factory.mktemp("clean") / "levir", 6, size=64, seed=0, progress=False)
-
-
-@pytest.fixture
-def dataset(clean, tmp_path) -> Path:
-    """A private copy of the clean dataset, to break."""
-    return Path(shutil.copytree(clean, tmp_path / "levir"))
-
-
-@pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, make_tiny_run) -> Path:
     """A run directory holding a random tiny model (64 px, d=32) with its config and vocabulary."""
     words = ["new", "houses", "along", "a", "curved", "road"]
