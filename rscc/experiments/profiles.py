@@ -42,21 +42,20 @@ class Profile:
     def run_dir(self, *parts: str) -> Path:
         return self.runs_dir / self.name / Path(*parts)
 
-    @property
-    def figures_dir(self) -> Path:
-        """quick: figures/; paper: figures/paper/; smoke (tests): runs/smoke/figures/."""
-        path = {"quick": REPO_ROOT / "figures", "paper": REPO_ROOT / "figures" / "paper"}.get(
-            self.name, self.runs_dir / self.name / "figures")
+    def _output_dir(self, kind: str) -> Path:
+        """quick: <kind>/; paper: <kind>/paper/; any other (smoke, tests): runs/<profile>/<kind>/."""
+        path = {"quick": REPO_ROOT / kind, "paper": REPO_ROOT / kind / "paper"}.get(
+            self.name, self.runs_dir / self.name / kind)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     @property
+    def figures_dir(self) -> Path:
+        return self._output_dir("figures")
+
+    @property
     def results_dir(self) -> Path:
-        """quick: results/; paper: results/paper/; smoke (tests): runs/smoke/results/."""
-        path = {"quick": REPO_ROOT / "results", "paper": REPO_ROOT / "results" / "paper"}.get(
-            self.name, self.runs_dir / self.name / "results")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return self._output_dir("results")
 
     def figure(self, name: str) -> Path:
         return self.figures_dir / f"{name}.png"
