@@ -24,6 +24,7 @@ a float16 gallery the exact backends are exact over the stored float16 values.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -309,19 +310,14 @@ def int8_search(codes: Int8Codes, gallery: torch.Tensor, queries: torch.Tensor,
     return scores, rows[order]
 
 
+@functools.cache
 def int8_matmul_available() -> bool:
     """Whether this torch multiplies int8 matrices on the CPU (``torch._int_mm``)."""
-    global _INT_MM
-    if _INT_MM is None:
-        try:
-            torch._int_mm(torch.ones((1, 8), dtype=torch.int8), torch.ones((8, 1), dtype=torch.int8))
-            _INT_MM = True
-        except (RuntimeError, AttributeError, NotImplementedError):
-            _INT_MM = False
-    return _INT_MM
-
-
-_INT_MM: bool | None = None
+    try:
+        torch._int_mm(torch.ones((1, 8), dtype=torch.int8), torch.ones((8, 1), dtype=torch.int8))
+        return True
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
 
 
 def _chunked_topk(gallery, k, chunk_rows, score, margin=None):
