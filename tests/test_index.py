@@ -82,9 +82,14 @@ def test_float16_gallery_search_is_exact_over_the_stored_values(queries):
     q = F.normalize(torch.randn(queries, 32), dim=1)
     q[0] = gallery[7].float()
     scores, indices = exact_search(gallery, q, k=10, chunk_rows=500)
-    expected_scores, expected_indices = (q.double() @ gallery.double().T).topk(10, dim=1)
-    assert torch.equal(indices, expected_indices)
+    exact = q.double() @ gallery.double().T
+    expected_scores, expected_indices = exact.topk(10, dim=1)
+    # the top 10 up to float32 resolution: rows whose exact scores differ by less than the float32
+    # rescoring's rounding (~1e-7 at 1.0) may come in either order, as float32 exact search gives them
+    assert all(len(set(row.tolist())) == 10 for row in indices)
+    assert torch.allclose(exact.gather(1, indices), expected_scores, rtol=0, atol=1e-6)
     assert torch.allclose(scores.double(), expected_scores, atol=1e-6)
+    assert (indices != expected_indices).sum() <= 2 * queries  # at most a swapped pair per query
 
 
 needs_int8 = pytest.mark.skipif(not int8_matmul_available(), reason="this torch has no CPU torch._int_mm")
@@ -114,9 +119,14 @@ def test_int8_search_finds_the_exact_top_k_even_among_near_ties(dtype, queries):
     q = F.normalize(torch.randn(queries, 64), dim=1)
     q[0] = gallery[11].float() + 1e-3 * torch.randn(64)
     scores, indices = int8_search(Int8Codes.from_rows(gallery), gallery, q, k=10)
-    expected_scores, expected_indices = (q.double() @ gallery.double().T).topk(10, dim=1)
-    assert torch.equal(indices, expected_indices)
+    exact = q.double() @ gallery.double().T
+    expected_scores, expected_indices = exact.topk(10, dim=1)
+    # the top 10 up to float32 resolution: rows whose exact scores differ by less than the float32
+    # rescoring's rounding (~1e-7 at 1.0) may come in either order, as float32 exact search gives them
+    assert all(len(set(row.tolist())) == 10 for row in indices)
+    assert torch.allclose(exact.gather(1, indices), expected_scores, rtol=0, atol=1e-6)
     assert torch.allclose(scores.double(), expected_scores, atol=1e-6)
+    assert (indices != expected_indices).sum() <= 2 * queries  # at most a swapped pair per query
 
 
 @needs_int8
