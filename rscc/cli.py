@@ -37,14 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, module in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"rscc.commands.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"rscc.commands.{module}":
-                continue  # not written yet
-            raise
-        mod.register(sub)
+    for module in COMMANDS.values():
+        importlib.import_module(f"rscc.commands.{module}").register(sub)
     return parser
 
 

@@ -1,8 +1,8 @@
-"""Reliability (issue 8): bad input gets a clear error, faults lose nothing, untrusted files stay inert.
-
-Each test tries one failure. A user error raises an RsccError naming the file and what was wrong;
+"""Bad input gets a clear error: a user error raises an RsccError naming the file and what was wrong;
 on the command line it is one line on stderr, exit status 2, no traceback, and nothing written.
-Behaviours already specified elsewhere are not repeated here (see the list at the end of this file).
+
+Each test tries one failure. Behaviours already specified elsewhere are not repeated here (see the
+list at the end of this file).
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -20,16 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
+from reliability_helpers import REPO, assert_one_line_error, cli, copy_run
 
 from rscc.cli import main
 from rscc.data.check import validate_dataset
 from rscc.data.levircc import CAPTIONS_FILE, DatasetError, Vocabulary, load_pair_images, load_pairs, open_rgb, tokenize
-from rscc.data.synth import make_synthetic
-from rscc.errors import RsccError
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 # ============================================================================ helpers
 
@@ -72,22 +69,6 @@ def write_png16(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def cli(argv: list[str], capsys) -> tuple[int, str]:
-    """Exit status and stderr of ``rscc ARGV`` run in this process."""
-    status = main([str(a) for a in argv])
-    return status, capsys.readouterr().err
-
-
-def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
-    """Exit status 2 and one ``rscc CMD: error: ...`` line naming every fragment, no traceback."""
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert status == 2, err
-    assert "Traceback" not in err
-    assert len(lines) == 1 and re.match(r"rscc [\w-]+: error: ", lines[0]), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, err)
-
-
 def captions_json(root: Path) -> dict:
     return json.loads((root / CAPTIONS_FILE).read_text())
 
@@ -103,10 +84,6 @@ def tiny_run(tmp_path_factory, make_tiny_run) -> Path:
     words = ["new", "houses", "along", "a", "curved", "road"]
     vocab = Vocabulary({"PAD": 0, "START": 1, "UNK": 2, "END": 3, **{w: i + 4 for i, w in enumerate(words)}})
     return make_tiny_run(tmp_path_factory.mktemp("run"), vocab)
-
-
-def copy_run(run_dir: Path, to: Path) -> Path:
-    return Path(shutil.copytree(run_dir, to))
 
 
 def write_pair(folder: Path, name: str, size: tuple[int, int], seed: int = 0) -> tuple[Path, Path]:
@@ -204,8 +181,6 @@ def test_training_on_a_broken_dataset_exits_2_naming_the_image_and_writes_no_run
 
 
 # ============================================================================ dataset: fuzzing the reader
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 json_values = st.recursive(
@@ -410,8 +385,8 @@ def test_a_corrupted_safetensors_file_is_one_line_error(damage, tiny_run, pairs_
 
 
 def test_searching_an_index_with_another_model_is_one_line_error(tiny_run, pairs_dir, tmp_path, capsys):
-    from rscc.model.rsicrc import build_model, save_weights
     from rscc.config import RunConfig
+    from rscc.model.rsicrc import build_model, save_weights
 
     other = copy_run(tiny_run, tmp_path / "other")
     torch.manual_seed(1)
@@ -466,373 +441,6 @@ def test_search_with_a_10000_character_query_answers_and_warns(small_index, caps
 def test_search_with_an_empty_query_is_one_line_error(small_index, query, capsys):
     status, err = cli(["search", small_index, query, "--device", "cpu"], capsys)
     assert_one_line_error(status, err, "has no words")
-
-
-# ============================================================================ faults: a training killed with SIGKILL
-# The test_train model: 40 synthetic pairs of 64 px, 9 steps an epoch, last/ every 3 steps, 12 steps.
-SMALL = [
-    "model.tiny_width=64", "model.tiny_layers=1", "model.image_size=64", "model.d_model=32",
-    "model.h_dim=32", "model.a_dim=32", "model.num_heads=2", "train.batch_size=16",
-    "train.max_steps=12", "train.checkpoint_every=3", "loss.similarity_source=string", "train.log_every=1",
-    "train.num_threads=1",
-]
-
-# Runs `rscc train` and SIGKILLs its own process at the moment named by RSCC_KILL_AT:
-#   step:N      inside the N-th optimiser step (parameters updated in memory, nothing written)
-#   swap:N      during the N-th write of last/: the new copy is complete in its temporary folder,
-#               nothing has been renamed yet
-#   between:N   during the N-th write of last/, between `last -> .last.old` and `tmp -> last`
-DRIVER = '''
-import os, signal, sys
-from pathlib import Path
-import torch
-
-kind, n = os.environ["RSCC_KILL_AT"].split(":")
-n, calls = int(n), {"step": 0, "write": 0}
-
-def die():
-    sys.stdout.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
-
-if kind == "step":
-    real_step = torch.optim.AdamW.step
-    def step(self, *args, **kwargs):
-        result = real_step(self, *args, **kwargs)
-        calls["step"] += 1
-        if calls["step"] == n:
-            die()
-        return result
-    torch.optim.AdamW.step = step
-else:
-    real_replace = os.replace
-    def replace(src, dst, *args, **kwargs):
-        names, writing = (Path(src).name, Path(dst).name), calls["write"] + 1
-        if kind == "swap" and names == ("last", ".last.old") and writing == n:
-            die()  # the new copy is complete in .last.tmp-PID; nothing renamed yet
-        if names[0].startswith(".last.tmp-") and names[1] == "last":
-            if kind == "between" and writing == n:
-                die()  # last/ is now .last.old; the new copy is not in place yet
-            calls["write"] += 1
-        return real_replace(src, dst, *args, **kwargs)
-    os.replace = replace
-
-from rscc.cli import main
-sys.exit(main(sys.argv[1:]))
-'''
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """(40 synthetic pairs of 64 px, a private RSCC_CACHE, a 3-step run trained on them)."""
-    from rscc.config import load_preset
-    from rscc.train import train
-
-    base = tmp_path_factory.mktemp("small")
-    data = make_synthetic(base / "data", 40, size=64, seed=0, progress=False)
-    cache = base / "cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RSCC_CACHE", str(cache))
-        train(load_preset("cpu-tiny", SMALL + [f"data.root={data}", "train.max_steps=3"]), base / "run", progress=False)
-    return data, cache, base / "run"
-
-
-@pytest.fixture(scope="module")
-def kill_setup(small_data, tmp_path_factory):
-    """(environment, dataset, driver, the uninterrupted run's final weights)."""
-    from safetensors.torch import load_file
-
-    from rscc.config import load_preset
-    from rscc.train import train
-
-    data, cache, _ = small_data
-    base = tmp_path_factory.mktemp("sigkill")
-    env = {**os.environ, "RSCC_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONPATH": str(REPO)}
-    driver = base / "driver.py"
-    driver.write_text(DRIVER)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RSCC_CACHE", str(cache))
-        train(load_preset("cpu-tiny", SMALL + [f"data.root={data}"]), base / "reference", progress=False)
-    return env, data, driver, load_file(str(base / "reference" / "last" / "weights.safetensors"))
-
-
-def train_argv(data: Path, out: Path, *flags: str, overrides: tuple[str, ...] = ()) -> list[str]:
-    return ["train", "--preset", "cpu-tiny", "--data", str(data), "--out", str(out), "--no-progress", *flags,
-            *SMALL, *overrides]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kill_at, left_behind", [
-    ("step:5", ["last"]),  # mid-step, mid-epoch: last/ of step 3 stays
-    ("swap:2", [".last.tmp-*", "last"]),  # writing last/ of step 6: the new copy complete, not yet in place
-    ("between:2", [".last.old", ".last.tmp-*"]),  # the old copy moved aside, the new one not yet in place
-])
-def test_a_training_killed_by_sigkill_keeps_its_last_checkpoint_and_resumes_to_identical_weights(
-        kill_setup, tmp_path, monkeypatch, kill_at, left_behind):
-    from safetensors.torch import load_file
-
-    from rscc.model.run import checkpoint_dir
-    from rscc.train import read_state
-
-    env, data, driver, expected = kill_setup
-    out = tmp_path / "run"
-    killed = subprocess.run([sys.executable, str(driver), *train_argv(data, out)], env={**env, "RSCC_KILL_AT": kill_at},
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    found = sorted(p.name for p in out.glob("*last*"))
-    assert [re.sub(r"-\d+$", "-*", name) for name in found] == left_behind  # killed at the moment named
-    last = checkpoint_dir(out, "last")
-    assert last is not None and read_state(last)["step"] == 3
-    load_file(str(last / "weights.safetensors"))  # loadable
-
-    monkeypatch.setenv("RSCC_CACHE", env["RSCC_CACHE"])
-    assert main(train_argv(data, out, "--resume")) == 0
-    got = load_file(str(out / "last" / "weights.safetensors"))
-    assert read_state(out / "last")["step"] == 12
-    assert sorted(got) == sorted(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
-    assert not list(out.glob(".last.*")) and not list(out.glob(".best.*"))  # no temporary copy left behind
-
-
-# ============================================================================ faults: a loss that is not finite
-def test_an_infinite_loss_stops_with_the_step_number_and_keeps_the_last_good_checkpoint(small_data, tmp_path,
-                                                                                         monkeypatch):
-    import rscc.train as trainer
-    from rscc.config import load_preset
-
-    data, cache, _ = small_data
-    monkeypatch.setenv("RSCC_CACHE", str(cache))
-    real, calls = trainer.caption_loss, {"n": 0}
-
-    def overflowing(logits, labels):
-        calls["n"] += 1
-        loss = real(logits, labels)
-        return loss * float("inf") if calls["n"] == 4 else loss
-
-    monkeypatch.setattr(trainer, "caption_loss", overflowing)
-    with pytest.raises(RsccError, match=r"step 4: the loss is not finite \(loss inf") as error:
-        trainer.train(load_preset("cpu-tiny", SMALL + [f"data.root={data}"]), tmp_path / "run", progress=False)
-    assert f"the last good checkpoint is {tmp_path / 'run' / 'last'} (step 3)" in str(error.value)
-    assert trainer.read_state(tmp_path / "run" / "last")["step"] == 3
-
-
-# ============================================================================ untrusted files
-class WritesMarker:
-    """Unpickling this would create a file: code hidden in a checkpoint."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return Path.touch, (self.marker,)
-
-
-def test_a_training_state_with_code_in_its_pickle_is_refused_on_resume_and_never_run(small_data, tmp_path, monkeypatch,
-                                                                                     capsys):
-    data, cache, trained = small_data
-    run = copy_run(trained, tmp_path / "run")
-    marker = tmp_path / "marker"
-    state = torch.load(run / "last" / "state.pt", weights_only=True)
-    state["rng"][0]["python"] = WritesMarker(marker)
-    torch.save(state, run / "last" / "state.pt")
-    monkeypatch.setenv("RSCC_CACHE", str(cache))
-    status, err = cli(train_argv(data, run, "--resume", overrides=("train.max_steps=3",)), capsys)
-    assert_one_line_error(status, err, str(run / "last" / "state.pt"), "unreadable training state")
-    assert not marker.exists()
-
-
-def test_training_states_round_trip_through_torch_load_with_weights_only(small_data):
-    from rscc.train import read_state, set_rng_state
-
-    state = read_state(small_data[2] / "last")  # python, numpy and torch RNG states included
-    set_rng_state(state["rng"][0])
-    assert state["step"] == 3 and {"python", "numpy", "torch"} <= set(state["rng"][0])
-
-
-def test_pretrained_backbone_weights_with_code_in_their_pickle_are_refused(tmp_path):
-    from rscc.config import ModelConfig
-    from rscc.errors import CheckpointError
-    from rscc.model.rsicrc import build_model
-
-    marker = tmp_path / "marker"
-    torch.save({"visual.proj": WritesMarker(marker)}, tmp_path / "weights.pt")
-    config = ModelConfig(backbone="tiny", pretrained=str(tmp_path / "weights.pt"), tiny_width=32, tiny_layers=1,
-                         image_size=64, d_model=32, a_dim=32, h_dim=16, vocab_size=8)
-    with pytest.raises(CheckpointError, match="weights_only=True"):
-        build_model(config)
-    assert not marker.exists()
-
-
-def _package_calls() -> list[tuple[str, int, str, object]]:
-    """(file, line, dotted callee, call node) of every call in the rscc package."""
-    import ast
-
-    found = []
-    for path in sorted((REPO / "rscc").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Call):
-                found.append((str(path.relative_to(REPO)), node.lineno, ast.unparse(node.func), node))
-    return found
-
-
-def test_the_package_never_evaluates_or_unpickles_untrusted_text():
-    import ast
-
-    unsafe, calls = [], _package_calls()
-    for where, line, callee, node in calls:
-        keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
-        if callee in ("eval", "exec", "builtins.eval", "builtins.exec", "pickle.load", "pickle.loads",
-                      "yaml.load", "yaml.unsafe_load", "yaml.full_load", "marshal.loads", "dill.load"):
-            unsafe.append(f"{where}:{line}: {callee}")
-        if callee == "torch.load" and keywords.get("weights_only") != "True":
-            unsafe.append(f"{where}:{line}: torch.load without weights_only=True")
-        if callee.endswith("np.load") and keywords.get("allow_pickle") not in (None, "False"):
-            unsafe.append(f"{where}:{line}: np.load with allow_pickle")
-    assert unsafe == []
-    assert any(callee == "torch.load" for _, _, callee, _ in calls)  # the scan sees the calls it checks
-
-
-# ============================================================================ faults: `make reproduce` restarted
-@pytest.fixture
-def study(tmp_path, monkeypatch):
-    """The smoke profile in a private runs folder, with a trainer and an evaluator that only write
-    the files they would write, counting their calls."""
-    import rscc.evaluate
-    import rscc.train
-    from rscc.experiments.profiles import get_profile
-
-    calls = {"train": [], "evaluate": 0}
-
-    def fake_train(config, out_dir, resume=False, progress=True, **kwargs):
-        out_dir = Path(out_dir)
-        calls["train"].append(resume)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        saved = type(config).from_dict(config.to_dict())
-        saved.model.vocab_size = 50  # filled in by the real trainer
-        saved.save(out_dir / "config.yaml")
-        for name in ("last", "best"):
-            (out_dir / name).mkdir(exist_ok=True)
-            (out_dir / name / "weights.safetensors").write_bytes(b"weights")
-            (out_dir / name / "state.pt").write_bytes(b"state")
-        return {"steps": 1}
-
-    def fake_evaluate(run_dir, out_dir=None, **kwargs):
-        calls["evaluate"] += 1
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        metrics = {"split": "test", "captioning": {}}
-        (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics))
-        return metrics
-
-    monkeypatch.setattr(rscc.train, "train", fake_train)
-    monkeypatch.setattr(rscc.evaluate, "evaluate_run", fake_evaluate)
-    return get_profile("smoke", runs_dir=tmp_path / "runs"), calls
-
-
-def _age(path: Path, seconds: float) -> None:
-    stat = path.stat()
-    os.utime(path, (stat.st_atime - seconds, stat.st_mtime - seconds))
-
-
-def test_a_complete_run_of_the_same_configuration_is_reused_without_training(study):
-    from rscc.experiments.study import train_and_evaluate
-
-    profile, calls = study
-    first = train_and_evaluate(profile, "run", meteor=False)
-    again = train_and_evaluate(profile, "run", meteor=False)
-    assert calls == {"train": [False], "evaluate": 1}
-    assert again == first and "config_sha256" in again
-
-
-def test_a_change_of_threads_or_device_alone_does_not_make_a_run_stale(study):
-    from rscc.experiments.study import train_and_evaluate
-
-    profile, calls = study
-    train_and_evaluate(profile, "run", meteor=False)
-    train_and_evaluate(profile, "run", ["train.num_threads=2", "train.device=cpu", "data.num_workers=1"], meteor=False)
-    assert calls == {"train": [False], "evaluate": 1}
-
-
-def test_a_run_saved_with_another_configuration_is_trained_again_from_scratch(study):
-    from rscc.experiments.study import train_and_evaluate
-
-    profile, calls = study
-    train_and_evaluate(profile, "run", meteor=False)
-    train_and_evaluate(profile, "run", ["loss.theta=0.5"], meteor=False)
-    assert calls == {"train": [False, False], "evaluate": 2}
-    assert "loss.theta=0.5" in (profile.run_dir("run") / "config.yaml").read_text()
-
-
-@pytest.mark.parametrize("damage", ["missing", "truncated", "not an object", "no digest", "another digest"])
-def test_a_run_whose_metrics_are_missing_or_corrupt_is_resumed_and_evaluated_again(study, damage):
-    from rscc.experiments.study import metrics_path, train_and_evaluate
-
-    profile, calls = study
-    train_and_evaluate(profile, "run", meteor=False)
-    path = metrics_path(profile.run_dir("run"))
-    text = path.read_text()
-    metrics = json.loads(text)
-    if damage == "missing":
-        path.unlink()
-    elif damage == "truncated":
-        path.write_text(text[: len(text) // 2])
-    elif damage == "not an object":
-        path.write_text("[]")
-    elif damage == "no digest":
-        path.write_text(json.dumps({k: v for k, v in metrics.items() if k != "config_sha256"}))
-    else:
-        path.write_text(json.dumps({**metrics, "config_sha256": "0" * 64}))
-    train_and_evaluate(profile, "run", meteor=False)
-    assert calls == {"train": [False, True], "evaluate": 2}  # resumed (a finished run: no step left), re-evaluated
-    assert json.loads(path.read_text())["config_sha256"] == metrics["config_sha256"]
-
-
-def test_metrics_older_than_the_weights_they_evaluated_are_redone(study):
-    from rscc.experiments.study import is_complete, metrics_path, run_config, train_and_evaluate
-
-    profile, calls = study
-    train_and_evaluate(profile, "run", meteor=False)
-    run_dir = profile.run_dir("run")
-    assert is_complete(run_dir, run_config(profile))
-    _age(metrics_path(run_dir), 60)  # weights rewritten after the evaluation
-    assert not is_complete(run_dir, run_config(profile))
-    train_and_evaluate(profile, "run", meteor=False)
-    assert calls == {"train": [False, True], "evaluate": 2}
-
-
-def test_a_run_killed_before_its_first_checkpoint_is_trained_from_scratch(study):
-    from rscc.experiments.study import train_and_evaluate
-
-    profile, calls = study
-    run_dir = profile.run_dir("run")
-    train_and_evaluate(profile, "run", meteor=False)
-    for name in ("last", "best"):
-        shutil.rmtree(run_dir / name)
-    (run_dir / "eval" / "metrics.json").unlink()
-    train_and_evaluate(profile, "run", meteor=False)
-    assert calls["train"] == [False, False]
-
-
-def test_a_disk_that_fills_up_while_writing_a_checkpoint_keeps_the_previous_one(small_data, tmp_path, monkeypatch,
-                                                                                capsys):
-    import errno
-
-    import rscc.train as trainer
-
-    data, cache, _ = small_data
-    monkeypatch.setenv("RSCC_CACHE", str(cache))
-    real_save, calls = torch.save, {"n": 0}
-
-    def filling_save(obj, path, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:  # the state of the second last/ (step 6)
-            Path(path).write_bytes(b"partial")
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real_save(obj, path, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", filling_save)
-    status, err = cli(train_argv(data, tmp_path / "run"), capsys)
-    assert_one_line_error(status, err, "No space left on device", str(tmp_path / "run" / ".last.tmp-"))
-    assert trainer.read_state(tmp_path / "run" / "last")["step"] == 3
-    assert sorted(p.name for p in (tmp_path / "run").iterdir() if "last" in p.name) == ["last"]  # no partial copy
 
 
 # ============================================================================ specified elsewhere
