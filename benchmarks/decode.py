@@ -22,7 +22,7 @@ from rscc.generate import greedy, greedy_reference
 from rscc.model.backbones import backbone_shape
 from rscc.model.rsicrc import build_model
 
-LEVIR_VOCAB_SIZE = 468  # the authors' vocabulary on LEVIR-CC (SPEC §1)
+LEVIR_VOCAB_SIZE = 468  # the authors' vocabulary on LEVIR-CC (METHOD §1.2)
 
 
 def reference_loop(model, vis_toks, pairs: int, steps: int) -> tuple[list[list[int]], float]:

@@ -30,7 +30,7 @@ import sys
 import time
 
 FAITHFUL = ("value_from_key", "transpose_hsa_output", "double_residual")
-LEVIR_VOCAB_SIZE = 468  # the authors' vocabulary on LEVIR-CC (SPEC §1)
+LEVIR_VOCAB_SIZE = 468  # the authors' vocabulary on LEVIR-CC (METHOD §1.2)
 SENTENCE_DIM = 384  # all-MiniLM-L6-v2; only the false-negative mask reads these vectors
 AUTHORS_SECONDS_PER_STEP = 14.0  # the authors' code, paper-rn50 at batch 4, 2 cores, unloaded machine
 AUTHORS_PEAK_GB = 7.1

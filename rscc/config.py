@@ -25,7 +25,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 @dataclass
 class ModelConfig:
-    """The RSICRC architecture (SPEC §2). Defaults are the released configuration (RN50, d=2048)."""
+    """The RSICRC architecture (METHOD §2). Defaults are the released configuration (RN50, d=2048)."""
 
     backbone: str = "RN50"  # RN50 | ViT-B-32 | ViT-L-14 | resnet50 | resnet101 | tiny
     # Where backbone weights come from: a local file, "remoteclip" (hub, when online),
@@ -41,7 +41,7 @@ class ModelConfig:
     a_dim: int = 2048  # HSA attention width
     dropout: float = 0.1
     learnable_positions: bool = False  # False: sinusoidal decoder positions
-    fine_tune: bool = True  # train the authors' subset of backbone children (SPEC §2.1)
+    fine_tune: bool = True  # train the authors' subset of backbone children (METHOD §2.1)
     freeze_backbone: bool = False  # freeze the whole backbone (enables the feature cache)
     tie_embeddings: bool = True
     prenorm: bool = False
@@ -58,7 +58,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where the dataset is and how it is read (SPEC §1)."""
+    """Where the dataset is and how it is read (METHOD §1)."""
 
     root: str | None = None  # LEVIR-CC root (LevirCCcaptions.json + images/); None = synthetic
     vocab_rule: str = "authors"  # authors (all splits, count > 5) | train (train only, count >= 5)
@@ -73,7 +73,7 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """Joint loss L_cap + lambda * L_con (SPEC §3)."""
+    """Joint loss L_cap + lambda * L_con (METHOD §3)."""
 
     lam: float = 0.5
     temperature: float = 0.01
@@ -92,7 +92,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and bookkeeping (SPEC §4)."""
+    """Optimisation and bookkeeping (METHOD §4)."""
 
     epochs: int = 50
     batch_size: int = 4

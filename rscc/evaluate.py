@@ -8,7 +8,7 @@ and writes two files to the output folder:
     ``{"id", "prediction", "references", "changed"}`` a line; the references are the dataset's
     ``raw`` strings, so ``rscc score`` recomputes either protocol from the file.
 ``metrics.json``
-    - ``captioning``: for the model and the two floors of SPEC §6 (``always_no_change``: every
+    - ``captioning``: for the model and the two floors of METHOD §6.5 (``always_no_change``: every
       pair gets "the scene is the same as before"; ``change_flag_and_fixed_sentence``: a perfect
       change flag and one fixed sentence, the most frequent first caption of the changed
       training pairs, for every changed pair), each under both reference protocols (``tokens``,

@@ -1,4 +1,4 @@
-"""Caption-similarity sources for false-negative handling (FNE/FNA, SPEC §3 step 3).
+"""Caption-similarity sources for false-negative handling (FNE/FNA, METHOD §3.3).
 
 Two captions are a false negative when they say the same thing. Two ways to decide it:
 

@@ -56,7 +56,7 @@ class Generation:
 
     ``ids`` (B, T) holds START first; row i is meaningful up to ``lengths[i]`` ids (the ids
     after that are PAD filler). A generated PAD inside a caption is a real token: the authors'
-    loop has no pad mask at inference, so the model may emit PAD and go on (SPEC §2.6).
+    loop has no pad mask at inference, so the model may emit PAD and go on (METHOD §2.6).
     ``cross_attention`` (B, T - 1, s*s): row j is the head-averaged attention of the last
     multimodal layer for the query at position j, the one that produced id j + 1; it equals row
     j of the authors' full-prefix pass (causal attention)."""
@@ -224,7 +224,7 @@ def generate(model: RSICRC, vis_toks: torch.Tensor, beam: int = 1, length_penalt
 
 # ---------------------------------------------------------------------------- ids to text
 def caption_text(ids: Sequence[int], vocab: Vocabulary | Mapping[int, str]) -> str:
-    """The authors' rule (SPEC §2.6): the words between START and the last id, joined by spaces.
+    """The authors' rule (METHOD §2.6): the words between START and the last id, joined by spaces.
 
     The last id is dropped whether or not it is END (a caption that ran out of steps loses its
     last word), and a generated PAD becomes the word "PAD", exactly as in the authors' code."""

@@ -1,6 +1,6 @@
 """The joint loss of RSICRC: caption cross-entropy + lambda * InfoNCE with false-negative handling.
 
-SPEC §3. For a batch of B (pair, caption) samples:
+METHOD §3. For a batch of B (pair, caption) samples:
 
 * ``S_ij = cos(vis_emb_i, text_emb_j)`` - rows are images, columns texts.
 * Positives ``M_ij = [y_i = y_j]`` where ``y`` is -1 for a no-change pair and the pair id otherwise
@@ -87,7 +87,7 @@ def false_negative_mask(
 
 
 def pair_masks(labels: torch.Tensor, false_negatives: torch.Tensor | None, fn_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positive and negative (B, B) boolean masks (M, D) of SPEC §3 step 4."""
+    """Positive and negative (B, B) boolean masks (M, D) of METHOD §3.2–3.3."""
     if fn_mode not in FN_MODES:
         raise ConfigError(f"loss.fn_mode: unknown mode {fn_mode!r}; expected one of {FN_MODES}")
     positives = labels[:, None] == labels[None, :]  # (B, B)
@@ -142,7 +142,7 @@ def info_nce(
 
 
 class ContrastiveLoss(nn.Module):
-    """L_con of SPEC §3 as a module: builds the false-negative mask, gathers across ranks, InfoNCE.
+    """L_con of METHOD §3.2–3.3 as a module: builds the false-negative mask, gathers across ranks, InfoNCE.
 
     ``learnable_temperature`` trains ``log_temperature`` (initialised at ``log(temperature)``);
     otherwise the temperature is the fixed float (the authors' 0.01).

@@ -122,7 +122,7 @@ def plot_attention(img_a, img_b, attention, caption: str, words: Sequence[str] |
 
 
 def plot_architecture(config, title: str | None = None):
-    """Box-and-arrow diagram of RSICRC (SPEC §2) with the tensor shapes of ``config`` on the arrows.
+    """Box-and-arrow diagram of RSICRC (METHOD §2) with the tensor shapes of ``config`` on the arrows.
 
     ``config``: a ModelConfig, a RunConfig or a preset name; B stands for the batch of image
     pairs and V for the vocabulary size when the configuration leaves it unset. Returns the figure."""

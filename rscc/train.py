@@ -1,4 +1,4 @@
-"""Training RSICRC (SPEC §4): the joint loss, checkpoints that resume bit-identically, DDP.
+"""Training RSICRC (METHOD §4): the joint loss, checkpoints that resume bit-identically, DDP.
 
 ``train(config, out_dir)`` runs one training described by a :class:`~rscc.config.RunConfig`.
 The run directory holds::
@@ -9,7 +9,7 @@ The run directory holds::
     log.csv             one row per logged training step and per validation
     tensorboard/        the same curves as TensorBoard events
 
-The loss is ``L_cap + lam * L_con`` (SPEC §3); false negatives come from caption similarity,
+The loss is ``L_cap + lam * L_con`` (METHOD §3); false negatives come from caption similarity,
 computed once per dataset (sentence embeddings or exact strings) and indexed by caption.
 
 Determinism. The order of an epoch is a permutation drawn from ``(seed, epoch)`` by a

@@ -107,7 +107,7 @@ def test_unknown_protocol_raises_a_user_error():
         score_captions(PERFECT, REFERENCES, protocol="tok", meteor=False, spice=False)
 
 
-# --- floors (SPEC §6) ----------------------------------------------------------------------
+# --- floors (METHOD §6.5) ------------------------------------------------------------------
 
 def test_always_no_change_floor_answers_the_stock_sentence_everywhere():
     floors = floor_predictions(REFERENCES, CHANGED, fixed_sentence="a road is built")
@@ -149,7 +149,7 @@ def test_always_no_change_floor_matches_spec_on_levir_cc_test(shared):
     changed = {image["imgid"]: bool(image["changeflag"]) for image in test}
     floors = floor_predictions(references, changed, fixed_sentence="unused")
     result = score_captions(floors["always_no_change"], references, meteor=False, spice=False)
-    # SPEC §6: BLEU-4 51.5, CIDEr 101.9
+    # METHOD §7.3: BLEU-4 51.5, CIDEr 101.9
     assert result["all"]["BLEU-4"] == pytest.approx(51.5, abs=0.05)
     assert result["all"]["CIDEr-D"] == pytest.approx(101.9, abs=0.05)
 

@@ -1,4 +1,4 @@
-"""Our model reproduces the authors' outputs (conformance fixtures, SPEC §7)."""
+"""Our model reproduces the authors' outputs (conformance fixtures, METHOD §8)."""
 from __future__ import annotations
 
 import dataclasses

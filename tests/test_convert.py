@@ -1,4 +1,4 @@
-"""`rscc convert`: an authors' checkpoint becomes an rscc run directory (SPEC §7)."""
+"""`rscc convert`: an authors' checkpoint becomes an rscc run directory (METHOD §8)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""The LEVIR-CC reader: schema, vocabulary rules, encoding, datasets, images (SPEC §1)."""
+"""The LEVIR-CC reader: schema, vocabulary rules, encoding, datasets, images (METHOD §1)."""
 import json
 import warnings
 

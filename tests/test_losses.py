@@ -1,4 +1,4 @@
-"""L_cap and L_con (SPEC §3): conformance with the authors' values, hand-computed cases, DDP gather."""
+"""L_cap and L_con (METHOD §3): conformance with the authors' values, hand-computed cases, DDP gather."""
 import json
 import math
 import socket

@@ -231,7 +231,7 @@ def test_paper_rn50_preset_has_350_8_million_parameters_of_which_37_7_million_un
 
 
 def test_learnable_positions_add_a_41_by_2048_table_making_the_reported_350_9_million():
-    # SPEC §2 reports "≈350.9 M": that is the count with a 41 x 2048 position table included.
+    # METHOD §2 reports "≈350.9 M": that is the count with a 41 x 2048 position table included.
     total = dict((name, count) for name, count, _ in parameter_table(paper_rn50_on_meta(learnable_positions=True)))
     assert total["total"] == 350_815_072 + 41 * 2048 == 350_899_040
 

@@ -1,4 +1,4 @@
-"""The trainer: resumable checkpoints, early errors, the feature cache, schedule and sampling (SPEC §4)."""
+"""The trainer: resumable checkpoints, early errors, the feature cache, schedule and sampling (METHOD §4)."""
 import csv
 import shutil
 from pathlib import Path

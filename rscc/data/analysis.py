@@ -51,7 +51,7 @@ def caption_recurrence(pairs: Sequence[Pair], split: str | None = None) -> dict:
     """How often identical first captions recur across different changed pairs.
 
     These repeats are false negatives for a contrastive loss: two pairs described by the same
-    sentence are pushed apart although their captions match (SPEC §5: 964 changed LEVIR-CC test
+    sentence are pushed apart although their captions match (METHOD §3.3: 964 changed LEVIR-CC test
     pairs have only 844 distinct first captions)."""
     chosen = [p for p in pairs if p.changed and (split is None or p.split == split)]
     first = Counter(" ".join(p.tokens[0]) for p in chosen)

@@ -4,7 +4,7 @@
 :mod:`rscc.data.levircc` does): it lists them all, so that a broken download can be fixed in one
 go. ``rscc data check ROOT`` prints the list and exits 1, or prints a one-line summary.
 
-What is checked (SPEC §1): the captions JSON exists, is UTF-8 JSON with an ``images`` list;
+What is checked (METHOD §1.1): the captions JSON exists, is UTF-8 JSON with an ``images`` list;
 every record has ``filepath``, ``filename``, ``imgid``, ``split`` and five non-empty
 ``sentences``; splits are train/val/test; imgids and file names are unique; a ``changeflag``
 agrees with the captions; both images exist, decode and have the same size. Grayscale, RGBA and

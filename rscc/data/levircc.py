@@ -1,4 +1,4 @@
-"""LEVIR-CC reader: captions JSON, vocabulary, encoding and torch datasets (SPEC §1).
+"""LEVIR-CC reader: captions JSON, vocabulary, encoding and torch datasets (METHOD §1).
 
 Layout: ``ROOT/LevirCCcaptions.json`` and ``ROOT/images/{train,val,test}/{A,B}/<split>_NNNNNN.png``.
 Images are opened lazily, one pair at a time, so memory does not grow with the dataset (the
@@ -29,7 +29,7 @@ MAX_LEN = 41  # START + up to 39 words + END
 PAD, START, UNK, END = 0, 1, 2, 3
 SPECIALS = {"PAD": PAD, "START": START, "UNK": UNK, "END": END}
 
-# The five stock sentences of every no-change pair, in their order (SPEC §1).
+# The five stock sentences of every no-change pair, in their order (METHOD §1.1).
 NO_CHANGE_SENTENCES = (
     "there is no difference",
     "the two scenes seem identical",
@@ -358,7 +358,7 @@ Transform = Callable[[Image.Image], torch.Tensor]
 
 
 class LevirCCDataset(Dataset):
-    """Samples of one split (SPEC §1 sampling).
+    """Samples of one split (METHOD §1.3).
 
     ``per_caption=True`` (training): one sample per caption, pair index = sample // 5.
     ``per_caption=False`` (validation/test): one sample per pair with its first caption and all

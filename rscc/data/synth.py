@@ -1,7 +1,7 @@
 """Synthetic LEVIR-CC: bi-temporal aerial-looking scenes whose captions tell the truth.
 
 A stand-in for the real dataset where it is absent (a user's clone, CI, quick experiments). It
-writes the exact LEVIR-CC layout (SPEC §1)::
+writes the exact LEVIR-CC layout (METHOD §1.1)::
 
     ROOT/LevirCCcaptions.json
     ROOT/images/{train,val,test}/{A,B}/<split>_NNNNNN.png
@@ -45,7 +45,7 @@ from rscc.errors import DatasetError
 
 MARKER_FILE = "synth.json"
 GENERATOR_VERSION = 1
-LEVIR_SPLIT_SIZES = {"train": 6815, "val": 1333, "test": 1929}  # of 10,077 (SPEC §1)
+LEVIR_SPLIT_SIZES = {"train": 6815, "val": 1333, "test": 1929}  # of 10,077 (METHOD §1.1)
 WORLD = 256.0  # scenes are laid out in a 256 x 256 world and scaled to the image size
 MIN_CHANGED_FRACTION = 0.006  # a change covers at least this share of the image (a small house)
 JITTER = 2  # registration jitter between A and B, pixels (either axis, either sign)

@@ -1,10 +1,10 @@
 """The study's tables (notebooks 04-06): every run's metrics in the paper's layout, beside the
-published LEVIR-CC numbers of SPEC §6, written to ``results/`` as Markdown and CSV.
+published LEVIR-CC numbers of METHOD §7, written to ``results/`` as Markdown and CSV.
 
 Our numbers and the literature's are never mixed up: every row carries a ``source`` —
 ``"published, LEVIR-CC test"`` for the constants below, ``"this run, synthetic data"`` or
 ``"this run, LEVIR-CC"`` (:func:`data_label`) for ours. Scores are ×100; captioning rows use the
-``tokens`` protocol unless a column says otherwise (SPEC §5).
+``tokens`` protocol unless a column says otherwise (METHOD §6.2).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from rscc.experiments.profiles import Profile
 
 MAIN_RUN = "03_joint_training"  # the main training of notebook 03
 PUBLISHED = "published, LEVIR-CC test"
-LEVIR_FLOORS = "computed on the LEVIR-CC test captions (SPEC §6)"
+LEVIR_FLOORS = "computed on the LEVIR-CC test captions (METHOD §7.3)"
 CAPTION_METRICS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "S*m")
 SYSTEMS = {
     "model": None,  # the run's own name
@@ -27,7 +27,7 @@ SYSTEMS = {
     "change_flag_and_fixed_sentence": "floor: perfect change flag + one fixed sentence",
 }
 
-# SPEC §6, LEVIR-CC test, ×100 (tokens protocol, all pairs). Empty cells were not reported.
+# METHOD §7, LEVIR-CC test, ×100 (tokens protocol, all pairs). Empty cells were not reported.
 PUBLISHED_CAPTIONING = pd.DataFrame(
     [
         ("RSICRC (reported)", None, 59.04, None, None, None, PUBLISHED),

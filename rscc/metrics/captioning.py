@@ -24,7 +24,7 @@ Two reference protocols (each result names its own):
     ``PTBTokenizer`` (a Java process): on the published CCExpert-7B test predictions both give
     the same scores to the second decimal (BLEU-4 65.48, CIDEr-D 143.28, the published figures).
 ``raw``
-    The authors' code (SPEC §5): strings are scored verbatim (the scorers split on white space). With
+    The authors' code (METHOD §6.2): strings are scored verbatim (the scorers split on white space). With
     the JSON ``raw`` references (``" there is no difference ."``) the ``.`` is a reference
     token that a model's lower-case, punctuation-free caption never produces, which lowers
     BLEU, ROUGE-L and CIDEr-D even for a perfect caption.
@@ -49,7 +49,7 @@ PROTOCOLS = ("tokens", "raw")
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "S*m")
 
-# The five stock sentences of every LEVIR-CC no-change pair (SPEC §1), in `tokens` form.
+# The five stock sentences of every LEVIR-CC no-change pair (METHOD §1.1), in `tokens` form.
 NO_CHANGE_CAPTIONS = (
     "there is no difference",
     "the two scenes seem identical",
@@ -58,7 +58,7 @@ NO_CHANGE_CAPTIONS = (
     "almost nothing has changed",
 )
 
-# What the "always no change" floor answers (SPEC §6).
+# What the "always no change" floor answers (METHOD §6.5).
 NO_CHANGE_SENTENCE = "the scene is the same as before"
 
 # Characters that never belong to a word; other punctuation is stripped only at word ends,
@@ -253,7 +253,7 @@ def most_frequent_caption(captions: Iterable[str]) -> str:
 def floor_predictions(references: Mapping[Hashable, list[str]], changed: Mapping[Hashable, bool],
                       fixed_sentence: str | None = None, train_changed_first_captions: Iterable[str] | None = None,
                       no_change_sentence: str = NO_CHANGE_SENTENCE) -> dict[str, dict[Hashable, str]]:
-    """The two floors of SPEC §6: how much of a score change detection alone earns.
+    """The two floors of METHOD §6.5: how much of a score change detection alone earns.
 
     - ``"always_no_change"``: every pair gets `no_change_sentence`.
     - ``"change_flag_and_fixed_sentence"``: a perfect change flag; changed pairs get one fixed

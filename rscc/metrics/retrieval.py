@@ -3,7 +3,7 @@
 Both rank by cosine similarity (inner product of L2-normalised embeddings, as the authors'
 ``faiss.IndexFlatIP`` on normalised vectors). All rates are percentages (×100).
 
-**Authors' protocol** (:func:`authors_retrieval`, SPEC §5). One query per pair, its first
+**Authors' protocol** (:func:`authors_retrieval`, METHOD §6.3). One query per pair, its first
 caption; the gallery is the pairs. The relevant set of query i is every pair with the same
 label (label −1 = no change, so a no-change query has every no-change pair relevant; a changed
 pair's label is its own id) together with every pair whose first-caption sentence embedding has
@@ -47,7 +47,7 @@ def _cosine(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
 def authors_retrieval(pair_emb: torch.Tensor, query_emb: torch.Tensor, labels: torch.Tensor,
                       caption_emb: torch.Tensor | None = None, theta: float = 1.0,
                       ks: Sequence[int] = AUTHORS_KS, changed_only: bool = False) -> dict:
-    """Text → pair retrieval under the authors' protocol (SPEC §5); P@k, R@k, MRR@k in percent.
+    """Text → pair retrieval under the authors' protocol (METHOD §6.3); P@k, R@k, MRR@k in percent.
 
     pair_emb (N, d): one embedding per pair (the gallery). query_emb (N, d): the embedding of
     each pair's first caption (query i belongs to pair i). labels (N,): −1 for a no-change pair,

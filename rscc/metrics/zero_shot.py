@@ -1,4 +1,4 @@
-"""Zero-shot baseline of the authors (SPEC §5): a CLIP model on the pixel difference |B − A|.
+"""Zero-shot baseline of the authors (METHOD §6.6): a CLIP model on the pixel difference |B − A|.
 
 Each image is put through the model's own evaluation transform (resize, centre crop, CLIP
 mean/std), the absolute difference of the two normalised tensors is encoded as an image, and the

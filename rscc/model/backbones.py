@@ -1,4 +1,4 @@
-"""Siamese backbones (SPEC §2.1): one image encoder, shared by the images before (A) and after (B).
+"""Siamese backbones (METHOD §2.1): one image encoder, shared by the images before (A) and after (B).
 
 Every backbone maps a batch of images (B, 3, H, W) to a feature map (B, C, s, s) and exposes
 ``out_channels`` (C), ``feature_size`` (s) and ``transform`` (its evaluation image transform).

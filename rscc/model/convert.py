@@ -1,4 +1,4 @@
-"""The authors' checkpoints → rscc (SPEC §7). The only module that knows the authors' names.
+"""The authors' checkpoints → rscc (METHOD §8). The only module that knows the authors' names.
 
 An authors' state dict (``pytorch_model.bin``) names the backbone ``encoder.encoder.net.<i>``
 (``<i>`` indexes the children of the backbone's tower for ResNets; named children for ViTs) and

@@ -1,4 +1,4 @@
-"""The caption decoder, split as in CoCa (SPEC §2.5).
+"""The caption decoder, split as in CoCa (METHOD §2.5).
 
 Token embedding + positions → ``unimodal_layers`` (causal self-attention only; their output at
 the END token is the text embedding used for retrieval) → ``multimodal_layers`` (self-attention,

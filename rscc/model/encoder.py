@@ -1,4 +1,4 @@
-"""The change encoder on top of the backbone (SPEC §2.2–2.4).
+"""The change encoder on top of the backbone (METHOD §2.2–2.4).
 
 ``HSA``               hierarchical self attention: each image alone, then both jointly.
 ``CosineMaskFusion``  merges the two maps, weighted by their per-position cosine similarity.

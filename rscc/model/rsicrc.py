@@ -1,4 +1,4 @@
-"""The whole RSICRC model (SPEC §2), built from a :class:`~rscc.config.ModelConfig`.
+"""The whole RSICRC model (METHOD §2), built from a :class:`~rscc.config.ModelConfig`.
 
     images A, B ─ backbone ─ (proj) ─ HSA ─ cosine-mask fusion ─ visual tokens ─┬─ attention pooling → vis_emb
                                                                                  └─ multimodal decoder → logits
