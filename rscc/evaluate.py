@@ -7,6 +7,12 @@ and writes two files to the output folder:
 ``predictions.jsonl``
     ``{"id", "prediction", "references", "changed"}`` a line; the references are the dataset's
     ``raw`` strings, so ``rscc score`` recomputes either protocol from the file.
+``per_pair.jsonl``
+    ``{"id", "changed", "CIDEr-D", "CIDEr-D changed", "text→pair hit@10", "text→pair hit@10 changed"}``
+    a line (×100; tokens protocol; the ``changed`` values are None for unchanged pairs): each pair's
+    share of the corpus scores, whose means over the pairs are the CIDEr-D and cross-modal
+    text → pair R@10 of ``metrics.json`` (:func:`per_pair_scores`), so that two runs can be
+    compared pair by pair (a paired bootstrap, :mod:`rscc.stats`).
 ``metrics.json``
     - ``captioning``: for the model and the two floors of METHOD §6.5 (``always_no_change``: every
       pair gets "the scene is the same as before"; ``change_flag_and_fixed_sentence``: a perfect
@@ -112,6 +118,39 @@ def captioning_scores(pairs: list[Pair], captions: list[str], train_pairs: list[
     return result
 
 
+def per_pair_scores(pairs: list[Pair], captions: list[str], vis_emb: torch.Tensor, text_emb: torch.Tensor) -> list[dict]:
+    """One row per pair (see ``per_pair.jsonl`` in the module docstring): its CIDEr-D (the
+    document frequencies of the scored set, all pairs or changed pairs) and the share of its five
+    captions whose own pair, or a pair with an identical caption, ranks in the text → pair top 10
+    (ties pessimistic, as :func:`rscc.metrics.retrieval.cross_modal_retrieval` ranks them)."""
+    from pycocoevalcap.cider.cider import Cider
+
+    from rscc.metrics.captioning import prepare
+    from rscc.metrics.retrieval import caption_duplicates
+
+    rows = [{"id": Path(p.filename).stem, "changed": p.changed, "CIDEr-D": None, "CIDEr-D changed": None,
+             "text→pair hit@10": None, "text→pair hit@10 changed": None} for p in pairs]
+    for suffix, keep in (("", list(range(len(pairs)))), (" changed", [i for i, p in enumerate(pairs) if p.changed])):
+        if not keep:
+            continue
+        gts = {n: [prepare(r, "tokens") for r in pairs[i].raws] for n, i in enumerate(keep)}
+        res = {n: [prepare(captions[i], "tokens")] for n, i in enumerate(keep)}
+        cider = Cider().compute_score(gts, res)[1]  # (len(keep),) in the order of gts
+        text_to_pair = torch.arange(len(keep)).repeat_interleave(CAPTIONS_PER_PAIR)
+        correct = caption_duplicates([pairs[i].sentences[k] for i in keep for k in range(CAPTIONS_PER_PAIR)],
+                                     text_to_pair)                                    # (5n, n)
+        rows_of = torch.tensor([CAPTIONS_PER_PAIR * i + k for i in keep for k in range(CAPTIONS_PER_PAIR)])
+        scores = torch.nn.functional.normalize(text_emb[rows_of].float(), dim=1) @ \
+            torch.nn.functional.normalize(vis_emb[keep].float(), dim=1).T               # (5n, n)
+        best = scores.masked_fill(~correct, float("-inf")).amax(1, keepdim=True)         # (5n, 1)
+        first_rank = 1 + ((scores >= best) & ~correct).sum(1)                           # pessimistic ties
+        hits = (first_rank <= 10).float().view(len(keep), CAPTIONS_PER_PAIR).mean(1)    # (n,)
+        for n, i in enumerate(keep):
+            rows[i][f"CIDEr-D{suffix}"] = 100 * float(cider[n])
+            rows[i][f"text→pair hit@10{suffix}"] = 100 * float(hits[n])
+    return rows
+
+
 def relevance_embeddings(config: RunConfig, first_captions: list[str], progress: bool = True) -> tuple[torch.Tensor | None, str]:
     """Unit-norm vectors whose inner products decide the authors' caption relevance (≥ θ), and a
     description. ``string`` similarity: one-hot caption identities (1 for equal captions)."""
@@ -195,6 +234,9 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     }
     if retrieval:
         metrics["retrieval"] = retrieval_scores(config, pairs, outputs["vis_emb"], outputs["text_emb"], progress)
+    with (out / "per_pair.jsonl").open("w", encoding="utf-8") as per_pair:
+        for row in per_pair_scores(pairs, outputs["captions"], outputs["vis_emb"], outputs["text_emb"]):
+            per_pair.write(json.dumps(row, ensure_ascii=False) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     metrics["out_dir"] = str(out)
     return metrics

@@ -120,3 +120,40 @@ def test_evaluating_a_missing_split_names_the_splits_present(tiny_run, tiny_set,
     (tmp_path / "LevirCCcaptions.json").write_text(json.dumps(data))
     with pytest.raises(DatasetError, match="splits present: train"):
         evaluate_run(tiny_run, data=tmp_path, split="test", meteor=False, progress=False, device="cpu")
+
+
+def test_per_pair_scores_average_to_the_corpus_cider_and_hit_rate(evaluated, tiny_run):
+    _, rows, metrics = evaluated
+    per_pair = [json.loads(line) for line in (tiny_run / "eval-test" / "per_pair.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in per_pair] == [r["id"] for r in rows]
+    changed = [r for r in per_pair if r["changed"]]
+    assert all(r["CIDEr-D changed"] is None and r["text→pair hit@10 changed"] is None
+               for r in per_pair if not r["changed"])
+    tokens = metrics["captioning"]["model"]["tokens"]
+    cross = metrics["retrieval"]["cross_modal"]
+    assert sum(r["CIDEr-D"] for r in per_pair) / len(per_pair) == pytest.approx(tokens["all"]["CIDEr-D"], abs=1e-6)
+    assert sum(r["CIDEr-D changed"] for r in changed) / len(changed) == pytest.approx(tokens["changed"]["CIDEr-D"], abs=1e-6)
+    assert sum(r["text→pair hit@10"] for r in per_pair) / len(per_pair) == pytest.approx(
+        cross["all"]["text_to_pair"]["R@10"], abs=1e-4)
+    assert sum(r["text→pair hit@10 changed"] for r in changed) / len(changed) == pytest.approx(
+        cross["changed"]["text_to_pair"]["R@10"], abs=1e-4)
+
+
+def test_per_pair_hits_average_to_cross_modal_r10_on_a_gallery_larger_than_ten():
+    from rscc.data.levircc import Pair
+    from rscc.evaluate import per_pair_scores
+    from rscc.metrics.retrieval import caption_duplicates, cross_modal_retrieval
+
+    words = ["a road is built", "two houses appear", "the scene is the same as before", "trees are removed"]
+    pairs = [Pair(i, "test", "test", f"p{i}.png", i % 4 != 2, [w.split() for w in [words[(i + k) % 4] + f" {i}" if k else words[i % 4] for k in range(5)]],
+                  [words[i % 4] if k == 0 else words[(i + k) % 4] + f" {i}" for k in range(5)]) for i in range(40)]
+    generator = torch.Generator().manual_seed(0)
+    vis_emb, text_emb = torch.randn(40, 8, generator=generator), torch.randn(200, 8, generator=generator)
+    text_emb[::5] = vis_emb + 0.3 * torch.randn(40, 8, generator=generator)  # first captions near their pair
+    rows = per_pair_scores(pairs, ["a road is built"] * 40, vis_emb, text_emb)
+    text_to_pair = torch.arange(40).repeat_interleave(5)
+    expected = cross_modal_retrieval(vis_emb, text_emb, text_to_pair,
+                                     duplicates=caption_duplicates([s for p in pairs for s in p.sentences], text_to_pair))
+    hits = [r["text→pair hit@10"] for r in rows]
+    assert 0 < sum(hits) / 40 < 100
+    assert sum(hits) / 40 == pytest.approx(expected["text_to_pair"]["R@10"], abs=1e-4)
