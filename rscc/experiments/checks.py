@@ -28,8 +28,8 @@ KEY_METRIC_RANGES = {
     "authors R@5": (0, 100), "authors MRR@10": (0, 100), "authors R@5 changed": (0, 100),
     "text→pair R@10 changed": (0, 100), "chance R@10 changed": (0, 100),
 }
-# METEOR needs Java; a run scored without it leaves the column empty
-MAY_BE_MISSING = ("METEOR",)
+# METEOR needs Java; a run scored without it leaves METEOR and S*m (which averages it in) empty
+MAY_BE_MISSING = ("METEOR", "S*m")
 
 
 def _labels(table: pd.DataFrame, key: str | tuple[str, ...]) -> set:
