@@ -60,6 +60,7 @@ LOG_FIELDS = ["step", "epoch", "split", "loss", "cap_loss", "con_loss", "lr", "s
 SELECT_BEST = {"val_loss": "min", "cider": "max", "retrieval": "max"}  # direction of each criterion
 # Options that may change when a run is resumed: they do not change what it computes.
 RESUMABLE_CHANGES = {"train.log_every", "train.checkpoint_every", "train.num_threads", "data.num_workers", "train.device"}
+# train.epochs may grow on resume: the run is extended (see check_resumed_config and the schedule in _train)
 FULL_IMAGE_CHECK_PAIRS = 300  # datasets up to this size get their images decoded by the data check
 
 
@@ -394,9 +395,11 @@ def check_free_space(out_dir: Path, model: nn.Module, trainable: list[nn.Paramet
 
 
 def check_resumed_config(config: RunConfig, saved: RunConfig, where: Path) -> None:
+    """Refuse a resume that would compute something else; ``train.epochs`` may only grow (an extended run)."""
     new, old = config.to_dict(), saved.to_dict()
     changed = [f"{s}.{k}: {old[s].get(k)!r} -> {v!r}" for s in ("model", "data", "loss", "train")
-               for k, v in new[s].items() if old[s].get(k) != v and f"{s}.{k}" not in RESUMABLE_CHANGES]
+               for k, v in new[s].items() if old[s].get(k) != v and f"{s}.{k}" not in RESUMABLE_CHANGES
+               and not (f"{s}.{k}" == "train.epochs" and v > old[s][k])]
     if changed:
         raise CheckpointError(f"{where}: the configuration differs from the run being resumed ({'; '.join(changed)}); "
                               "a resumed run must compute the same thing")
@@ -625,7 +628,15 @@ def _train(config: RunConfig, out_dir: Path, resume: bool, progress: bool,
             raise CheckpointError(f"{last}: saved with {state.get('steps_per_epoch')} steps per epoch, the data now "
                                   f"gives {steps_per_epoch}; the dataset changed")
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        scheduler.load_state_dict(state["scheduler"])  # restores the saved WarmupSchedule's fields too
+        schedule = scheduler.lr_lambdas[0]
+        if schedule.total_steps != total_steps:
+            # An extended run (more epochs) keeps the warm-up it had, in steps, and from here on
+            # follows its schedule towards the new last step: constant stays constant; a cosine
+            # decay is stretched, so the rate rises from the old end's back to the longer curve.
+            schedule.total_steps = total_steps
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = base * schedule(scheduler.last_epoch)
         loss_fn.load_state_dict(state["loss"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
         best_score, best_step = state["best_score"], state["best_step"]

@@ -9,6 +9,10 @@ Train RSICRC from a preset (rscc/presets/*.yaml) plus KEY=VALUE overrides, e.g.
   rscc train --preset cpu-tiny --data synthetic --out runs/tiny train.epochs=3 loss.theta=0.9
 The run directory receives config.yaml, vocab.json, last/ and best/ checkpoints, log.csv and
 TensorBoard events. --resume continues from last/ (bit-identical to an uninterrupted run on CPU).
+Extend a run: rscc train --out RUN_DIR --resume train.epochs=N (N above the run's epochs) trains on
+from its last checkpoint to N epochs. The warm-up is not repeated (it keeps its length in steps);
+a constant rate stays constant; a cosine decay is stretched to end at the new last step, so a
+finished cosine run restarts from a higher rate. Every other change of configuration is refused.
 Several GPUs: torchrun --nproc_per_node N -m rscc.train --preset P --data DIR --out RUN_DIR
 """
 
@@ -19,7 +23,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", help="LEVIR-CC root (holding LevirCCcaptions.json and images/), or 'synthetic' "
                                        "for the synthetic set of the data section (generated once, cached)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
-    parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint "
+                                                              "(with train.epochs=N above its epochs: extend it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="configuration overrides such as train.epochs=3 or loss.fn_mode=fne")

@@ -1,0 +1,87 @@
+"""Extending a finished run: `--resume train.epochs=N` with N above the run's epochs trains on."""
+import csv
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+import rscc.train as trainer
+from rscc.cli import main as cli_main
+from rscc.config import load_preset
+from rscc.data.synth import ensure_synthetic
+from rscc.errors import CheckpointError
+
+# 40 synthetic pairs of 64 px at batch 16: 9 steps per epoch, a few seconds per epoch on one thread
+SMALL = [
+    "model.tiny_width=64", "model.tiny_layers=1", "model.image_size=64", "model.d_model=32",
+    "model.h_dim=32", "model.a_dim=32", "model.num_heads=2", "train.batch_size=16",
+    "data.synth_pairs=40", "data.synth_size=64", "loss.similarity_source=string", "train.log_every=1",
+    "train.num_threads=1", "train.schedule=cosine", "train.lr=1e-3",
+]
+STEPS_PER_EPOCH = 9
+LR = 1e-3
+
+
+def config(*extra):
+    return load_preset("cpu-tiny", SMALL + list(extra))
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory):
+    """A finished one-epoch run (cosine schedule), trained with a private cache (data, features)."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RSCC_CACHE", str(cache))
+        ensure_synthetic(cache / "synthetic-40-64-0", 40, size=64, seed=0, progress=False)
+        out = tmp_path_factory.mktemp("runs") / "one-epoch"
+        summary = trainer.train(config("train.epochs=1"), out, progress=False)
+    return out, summary, cache
+
+
+@pytest.fixture
+def copy(one_epoch, tmp_path, monkeypatch):
+    """A private copy of the one-epoch run, with the module's cache in use."""
+    first, _, cache = one_epoch
+    monkeypatch.setenv("RSCC_CACHE", str(cache))
+    return Path(shutil.copytree(first, tmp_path / "run"))
+
+
+def test_resuming_with_more_epochs_trains_on_from_the_last_checkpoint(one_epoch, copy):
+    _, summary, _ = one_epoch
+    out = copy
+    seen = []
+    extended = trainer.train(config("train.epochs=2"), out, resume=True, progress=False,
+                             on_step=lambda info: seen.append((info["step"], info["lr"])))
+    assert summary["steps"] == STEPS_PER_EPOCH
+    assert (extended["steps"], extended["epochs"]) == (2 * STEPS_PER_EPOCH, 2)
+    assert [step for step, _ in seen] == list(range(STEPS_PER_EPOCH + 1, 2 * STEPS_PER_EPOCH + 1))
+    with (out / "log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows if r["split"] == "val"] == [str(STEPS_PER_EPOCH), str(2 * STEPS_PER_EPOCH)]
+    assert "epochs: 2" in (out / "config.yaml").read_text()
+
+
+def test_an_extended_cosine_run_keeps_its_warm_up_and_decays_to_the_new_last_step(copy):
+    seen = {}
+    trainer.train(config("train.epochs=3"), copy, resume=True, progress=False,
+                  on_step=lambda info: seen.update({info["step"]: info["lr"]}))
+    total, warmup = 3 * STEPS_PER_EPOCH, 0.025 * STEPS_PER_EPOCH  # the one-epoch run's warm-up, in steps
+    for step, lr in seen.items():  # the rate of step s is set after s - 1 steps
+        progress = (step - 1 - warmup) / (total - warmup)
+        assert lr == pytest.approx(LR * 0.5 * (1 + math.cos(math.pi * progress)), rel=1e-6), step
+    assert seen[STEPS_PER_EPOCH + 1] > 0.5 * LR  # the finished run ended near 0: the longer curve restarts higher
+
+
+def test_fewer_epochs_or_another_change_on_resume_is_still_refused(tmp_path):
+    where = tmp_path / "config.yaml"
+    with pytest.raises(CheckpointError, match="train.epochs: 2 -> 1"):
+        trainer.check_resumed_config(config("train.epochs=1"), config("train.epochs=2"), where)
+    with pytest.raises(CheckpointError, match="train.lr"):
+        trainer.check_resumed_config(config("train.epochs=3", "train.lr=2e-3"), config("train.epochs=2"), where)
+    trainer.check_resumed_config(config("train.epochs=3"), config("train.epochs=2"), where)  # accepted
+
+
+def test_the_cli_extends_a_run_from_its_saved_configuration(copy, capsys):
+    assert cli_main(["train", "--out", str(copy), "--resume", "--no-progress", "train.epochs=2"]) == 0
+    assert f'"steps": {2 * STEPS_PER_EPOCH}' in capsys.readouterr().out
