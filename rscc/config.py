@@ -27,9 +27,10 @@ PRESET_DIR = Path(__file__).parent / "presets"
 class ModelConfig:
     """The RSICRC architecture (METHOD §2). Defaults are the released configuration (RN50, d=2048)."""
 
-    backbone: str = "RN50"  # RN50 | ViT-B-32 | ViT-L-14 | resnet50 | resnet101 | tiny
+    backbone: str = "RN50"  # a registered backbone: rscc.model.registry.registered_names()
     # Where backbone weights come from: a local file, "remoteclip" (hub, when online),
-    # "imagenet" (torchvision, when cached) or null for random init (with a warning).
+    # "imagenet" (torchvision when cached; packaged backbones), "aerial" (geoembed) or null for random
+    # init (with a warning); the names each backbone offers are in rscc.model.backbones.
     pretrained: str | None = None
     image_size: int | None = None  # input side in pixels; None = the backbone's own
     d_model: int = 2048
@@ -118,7 +119,7 @@ class TrainConfig:
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "train": TrainConfig}
 
 # Options that take one of a few words (the modules that use them hold the same lists; a test
-# checks that they agree). model.backbone is checked by rscc.model.backbones when the model is built.
+# checks that they agree). model.backbone is checked against the backbone registry (rscc.model.registry).
 CHOICES = {
     "data.vocab_rule": ("authors", "train"),
     "loss.fn_mode": ("none", "fne", "fna"),
@@ -150,6 +151,11 @@ def checked_value(section: str, name: str, value: Any, source: str = "config") -
     choices = CHOICES.get(f"{section}.{name}")
     if choices is not None and value not in choices:
         raise ConfigError(f"{source}: {section}.{name} '{value}' is not one of {', '.join(choices)}")
+    if (section, name) == ("model", "backbone"):
+        from rscc.model.registry import registered_names  # the backbone registry (imports torch)
+
+        if value not in registered_names():
+            raise ConfigError(f"{source}: model.backbone '{value}' is not one of {', '.join(registered_names())}")
     return value
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rscc.errors import ConfigError
-from rscc.model.pretrained._package import packaged_file
+from rscc.model.weights import packaged_file
 
 torch.set_num_threads(1)
 MILITARY_UNIFORM = 652  # ImageNet-1k class of matplotlib's grace_hopper.jpg

@@ -198,19 +198,8 @@ def write_table(table: pd.DataFrame, results_dir: str | Path, name: str, title: 
 # ----------------------------------------------------------------------------- backbone weights
 def weights_label(model_config) -> str:
     """Which weights a configuration's backbone would load, without building it: "RemoteCLIP",
-    "ImageNet" or "random init" (with the reason in brackets when weights were asked for but are
-    not available: offline and not cached). Mirrors :func:`rscc.model.backbones._load_pretrained`."""
-    from rscc.model import backbones
+    "ImageNet", "aerial (geoembed)" or "random init" (with the reason in brackets when weights were
+    asked for but are not available). See :func:`rscc.model.backbones.weights_label`."""
+    from rscc.model.backbones import weights_label
 
-    name, source = model_config.backbone, model_config.pretrained
-    if source is None:
-        return "random init" if name == "tiny" else "random init (model.pretrained is null)"
-    if source == "remoteclip":
-        path, reason = backbones._remoteclip_file(name) if name in backbones.CLIP_BACKBONES else (None, "not a CLIP backbone")
-        return "RemoteCLIP" if path else f"random init (RemoteCLIP weights unavailable: {reason})"
-    if source == "imagenet":
-        found = name in backbones.TORCHVISION_BACKBONES and backbones._torchvision_cached_file(name) is not None
-        return "ImageNet" if found else "random init (ImageNet weights not in the torch hub cache)"
-    if not Path(source).expanduser().is_file():
-        return f"missing file {source}"
-    return "RemoteCLIP" if name in backbones.CLIP_BACKBONES else "ImageNet"
+    return weights_label(model_config)

