@@ -208,14 +208,19 @@ def test_a_change_of_threads_or_device_alone_does_not_make_a_run_stale(study):
     assert calls == {"train": [False], "evaluate": 1}
 
 
-def test_a_run_saved_with_another_configuration_is_trained_again_from_scratch(study):
+def test_a_run_of_another_configuration_trains_beside_the_finished_one_and_both_are_reused(study):
     from rscc.experiments.study import train_and_evaluate
 
     profile, calls = study
-    train_and_evaluate(profile, "run", meteor=False)
-    train_and_evaluate(profile, "run", ["loss.theta=0.5"], meteor=False)
+    first = train_and_evaluate(profile, "run", meteor=False)
+    other = train_and_evaluate(profile, "run", ["loss.theta=0.5"], meteor=False)
     assert calls == {"train": [False, False], "evaluate": 2}
-    assert "loss.theta=0.5" in (profile.run_dir("run") / "config.yaml").read_text()
+    assert first["run_dir"] == str(profile.run_dir("run")) and other["run_dir"] != first["run_dir"]
+    assert "loss.theta=0.5" not in (profile.run_dir("run") / "config.yaml").read_text()  # untouched
+    assert "loss.theta=0.5" in (Path(other["run_dir"]) / "config.yaml").read_text()
+    assert Path(other["run_dir"]).name.startswith("run@")
+    train_and_evaluate(profile, "run", meteor=False), train_and_evaluate(profile, "run", ["loss.theta=0.5"], meteor=False)
+    assert calls == {"train": [False, False], "evaluate": 2}  # both reused
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "not an object", "no digest", "another digest"])

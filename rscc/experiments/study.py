@@ -63,18 +63,21 @@ def is_complete(run_dir: str | Path, config: RunConfig) -> bool:
     return metrics_path(run_dir).stat().st_mtime >= max(p.stat().st_mtime for p in weights)
 
 
-def set_aside(run_dir: Path) -> Path:
-    """Rename ``run_dir`` to ``<name>@<digest of its saved configuration, 8 hex>`` (``@<n>`` added
-    when taken) so that a run of another configuration never overwrites it; returns the new path."""
+def _saved_digest(run_dir: Path) -> str | None:
     try:
-        tag = config_digest(RunConfig.load(run_dir / "config.yaml"))[:8]
-    except RsccError:
-        tag = "unreadable"
-    target, n = run_dir.with_name(f"{run_dir.name}@{tag}"), 1
-    while target.exists():
-        target, n = run_dir.with_name(f"{run_dir.name}@{tag}-{n}"), n + 1
-    run_dir.rename(target)
-    return target
+        return config_digest(RunConfig.load(run_dir / "config.yaml"))
+    except (OSError, RsccError):
+        return None
+
+
+def run_dir_for(profile: Profile, name: str, config: RunConfig) -> Path:
+    """Where the run ``name`` of ``config`` lives: ``runs/<profile>/<name>`` when that folder is
+    free or holds this configuration; otherwise beside it, in ``<name>@<first 8 hex digits of the
+    configuration's digest>``, so a rerun with other settings never trains over a finished run."""
+    base = profile.run_dir(name)
+    if not base.exists() or _saved_digest(base) == config_digest(config):
+        return base
+    return base.with_name(f"{base.name}@{config_digest(config)[:8]}")
 
 
 @contextmanager
@@ -98,27 +101,19 @@ def train_and_evaluate(profile: Profile, name: str, overrides: list[str] = (), p
     ``runs/<profile>/<name>``, evaluate it on the profile's split, and return the metrics.
 
     A complete run of the same configuration is reused as it is; a run interrupted with the same
-    configuration is resumed; a run of another configuration is never deleted: it is moved aside
-    (:func:`set_aside`) and this configuration is trained from scratch in its place."""
+    configuration is resumed; a folder holding another configuration's run is left as it is and
+    this configuration trains beside it (:func:`run_dir_for`). The returned metrics name the run
+    folder (``run_dir``)."""
     from rscc.config import load_preset
     from rscc.evaluate import evaluate_run
     from rscc.model.run import checkpoint_dir
     from rscc.train import train
 
     config = load_preset(preset or profile.preset, list(profile.overrides) + list(overrides))
-    run_dir = profile.run_dir(name)
+    run_dir = run_dir_for(profile, name, config)
     if is_complete(run_dir, config):
-        return json.loads(metrics_path(run_dir).read_text())
-    resume = False
-    if (run_dir / "config.yaml").exists():
-        try:
-            same = config_digest(RunConfig.load(run_dir / "config.yaml")) == config_digest(config)
-        except RsccError:
-            same = False
-        if same and checkpoint_dir(run_dir, "last") is not None:
-            resume = True
-        else:
-            set_aside(run_dir)
+        return {**json.loads(metrics_path(run_dir).read_text()), "run_dir": str(run_dir)}
+    resume = (run_dir / "config.yaml").exists() and checkpoint_dir(run_dir, "last") is not None
     with torch_threads(profile.threads):
         summary = train(config, run_dir, resume=resume, progress=progress)
         metrics = evaluate_run(run_dir, split=profile.eval_split, out_dir=run_dir / "eval", beam=beam,
@@ -126,7 +121,7 @@ def train_and_evaluate(profile: Profile, name: str, overrides: list[str] = (), p
     metrics["config_sha256"] = config_digest(config)
     metrics["training"] = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) or v is None}
     metrics_path(run_dir).write_text(json.dumps(metrics, indent=1))
-    return metrics
+    return {**metrics, "run_dir": str(run_dir)}
 
 
 # ----------------------------------------------------------------------------- sweeps (notebooks 04, 05)
@@ -185,6 +180,71 @@ def train_or_reuse(profile: Profile, name: str, overrides: list[str] = (), prese
     if found is not None:
         return found, json.loads(metrics_path(profile.run_dir(found)).read_text())
     return name, train_and_evaluate(profile, name, overrides, preset=preset, **kwargs)
+
+
+# The diagnosis of notebook 04: which of the authors' contrastive-loss choices keeps a short CPU
+# training at chance retrieval. Each setting is the sweeps' training with fn_mode none (so that
+# false-negative handling plays no part) and these overrides; "authors" is their loss as it is.
+DIAGNOSIS_SETTINGS = {
+    "authors": [],  # one direction (image -> text), fixed temperature 0.01
+    "learnable-temperature": ["loss.learnable_temperature=true"],
+    "symmetric": ["loss.symmetric=true"],
+    "symmetric+learnable-temperature": ["loss.symmetric=true", "loss.learnable_temperature=true"],
+}
+
+
+def diagnosis_plan(profile: Profile, settings: list[str] | None = None, seeds: list[int] | None = None) -> list[dict]:
+    """Trainings of the loss diagnosis: every setting of ``DIAGNOSIS_SETTINGS`` (or ``settings``)
+    for every seed of the profile (or ``seeds``), named ``04_diagnosis/<setting>-seed<seed>``.
+    Each entry: name, setting, seed, overrides."""
+    plan = []  # seeds inner: the first trainings of a pool differ in seed, so build different feature caches
+    for setting in settings or list(DIAGNOSIS_SETTINGS):
+        for seed in seeds or profile.seeds:
+            overrides = list(profile.sweep_overrides) + ["loss.fn_mode=none", f"train.seed={seed}"]
+            plan.append({"name": f"04_diagnosis/{setting}-seed{seed}", "setting": setting, "seed": seed,
+                         "overrides": overrides + DIAGNOSIS_SETTINGS[setting]})
+    return plan
+
+
+def _train_entry(profile: Profile, entry: dict, kwargs: dict) -> tuple[str, dict]:
+    """One training of a plan, in a worker process (module level, so that spawn can import it)."""
+    return train_or_reuse(profile, entry["name"], entry["overrides"], preset=entry.get("preset"), **kwargs)
+
+
+def run_plan(profile: Profile, plan: list[dict], workers: int = 2, progress: bool = True,
+             **kwargs) -> tuple[dict[str, dict], list[dict]]:
+    """Train (or reuse, :func:`train_or_reuse`) every entry of ``plan``, ``workers`` trainings at a
+    time, each in its own spawned process with the profile's torch threads (two single-thread
+    trainings use both cores of a 2-core machine). Returns ({run name: metrics}, the plan with each
+    ``name`` replaced by the run actually used). ``kwargs`` go to :func:`train_and_evaluate`
+    (``meteor``, ``beam``); the workers' own progress bars are off."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    kwargs = {**kwargs, "progress": False}
+    located = locate_runs(profile, plan)
+    done = {e["name"]: json.loads(metrics_path(profile.run_dir(e["name"])).read_text())
+            for e in located if is_complete(profile.run_dir(e["name"]), run_config(profile, e["overrides"], e.get("preset")))}
+    missing = [i for i, e in enumerate(located) if e["name"] not in done]
+    bar = tqdm(total=len(plan), initial=len(plan) - len(missing), desc="trainings", disable=not progress)
+    if workers <= 1 or len(missing) <= 1:
+        for i in missing:
+            name, metrics = _train_entry(profile, located[i], kwargs)
+            located[i], done[name] = {**located[i], "name": name}, metrics
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=min(workers, len(missing)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_train_entry, profile, located[i], kwargs): i for i in missing}
+            for future in as_completed(futures):
+                i = futures[future]
+                name, metrics = future.result()
+                located[i], done[name] = {**located[i], "name": name}, metrics
+                bar.update()
+    bar.close()
+    return done, located
 
 
 def false_negatives_per_batch(profile: Profile, batch_size: int | None = None, batches: int = 200,
