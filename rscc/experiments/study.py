@@ -178,8 +178,7 @@ def train_or_reuse(profile: Profile, name: str, overrides: list[str] = (), prese
     named ``name`` (:func:`train_and_evaluate`, same keyword arguments)."""
     found = find_complete_run(profile, run_config(profile, overrides, preset))
     if found is not None:
-        return found, {**json.loads(metrics_path(profile.run_dir(found)).read_text()),
-                       "run_dir": str(profile.run_dir(found))}
+        return found, json.loads(metrics_path(profile.run_dir(found)).read_text())
     metrics = train_and_evaluate(profile, name, overrides, preset=preset, **kwargs)
     return Path(metrics["run_dir"]).relative_to(profile.run_dir()).as_posix(), metrics  # name@digest if beside
 
