@@ -80,8 +80,8 @@ TORCHVISION_SIZE = 256  # the authors feed 256 px LEVIR-CC images to torchvision
 class Backbone(nn.Module):
     """A vision tower ``net`` returning (B, C, s, s) feature maps."""
 
-    def __init__(self, net: nn.Module, shape: BackboneShape, transform: Callable, tokens: bool,
-                 trainable: tuple[str, ...], fine_tune: bool, freeze: bool):
+    def __init__(self, net: nn.Module, *, shape: BackboneShape, transform: Callable, tokens: bool = False,
+                 trainable: tuple[str, ...] = (), fine_tune: bool = False, freeze: bool = False):
         super().__init__()
         self.net = net
         self.out_channels = shape.out_channels
@@ -130,8 +130,8 @@ def build_backbone(config: ModelConfig, load_pretrained: bool = True) -> Backbon
     net = spec.build(config, shape)
     if load_pretrained:
         _load_pretrained(net, spec, config)
-    return Backbone(net, shape, spec.transform(shape.image_size), spec.tokens, spec.trainable,
-                    config.fine_tune, config.freeze_backbone)
+    return Backbone(net, shape=shape, transform=spec.transform(shape.image_size), tokens=spec.tokens,
+                    trainable=spec.trainable, fine_tune=config.fine_tune, freeze=config.freeze_backbone)
 
 
 # ----------------------------------------------------------------------------- weights

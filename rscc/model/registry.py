@@ -15,7 +15,9 @@ Adding a backbone is one registration plus its weight file::
     def _build(config, shape):                   # -> nn.Module: (B, 3, H, W) -> (B, C, s, s)
         return MyNet()
 
-and ``model.backbone: my-net`` (with ``model.pretrained: imagenet``) in a preset. A registration says:
+and ``model.backbone: my-net`` (with ``model.pretrained: imagenet``) in a preset, once the module
+holding the registration is imported (the built-in ones are imported by :mod:`rscc.model.backbones`;
+the packaged ones live in :mod:`rscc.model.pretrained`). A registration says:
 
 * ``shape(config) -> BackboneShape``: (C, s, image side) for a configuration, known without
   building the tower; a :class:`rscc.errors.ConfigError` for an impossible ``image_size``.

