@@ -9,6 +9,9 @@ A notebook's papermill parameters name the profile; everything else comes from h
 CLI, the notebooks and the tests share one definition."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,14 +41,19 @@ class Profile:
     main_overrides: list[str] = field(default_factory=list)  # the main training of notebook 03
     sweep_overrides: list[str] = field(default_factory=list)  # the ablation and backbone trainings (notebooks 04, 05)
     threads: int | None = None  # torch threads for trainings (1 is fastest for small models on 2 shared cores)
+    output_dir: Path | None = None  # figures/ and results/ of a rerun with other parameters (see customise)
 
     def run_dir(self, *parts: str) -> Path:
         return self.runs_dir / self.name / Path(*parts)
 
     def _output_dir(self, kind: str) -> Path:
-        """quick: <kind>/; paper: <kind>/paper/; any other (smoke, tests): runs/<profile>/<kind>/."""
-        path = {"quick": REPO_ROOT / kind, "paper": REPO_ROOT / kind / "paper"}.get(
-            self.name, self.runs_dir / self.name / kind)
+        """quick: <kind>/; paper: <kind>/paper/; any other (smoke, tests): runs/<profile>/<kind>/;
+        a customised rerun (:func:`customise`): <output_dir>/<kind>/."""
+        if self.output_dir is not None:
+            path = Path(self.output_dir) / kind
+        else:
+            path = {"quick": REPO_ROOT / kind, "paper": REPO_ROOT / kind / "paper"}.get(
+                self.name, self.runs_dir / self.name / kind)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -142,3 +150,41 @@ def get_profile(name: str, data: str | Path | None = None, device: str = "auto",
     if runs_dir is not None:
         profile.runs_dir = Path(runs_dir)
     return profile
+
+
+# the notebook parameters a user varies, beyond the profile itself
+KNOBS = ("thetas", "fn_modes", "seeds", "backbones", "pairs", "epochs")
+
+
+def customise(profile: Profile, out: str | Path | None = None, changed: dict | None = None, **knobs) -> Profile:
+    """``profile`` with the notebook parameters that were given (None keeps the profile's own):
+    ``thetas``, ``fn_modes``, ``seeds``, ``backbones`` (lists), ``pairs`` (synthetic pairs of every
+    training and of the data notebooks) and ``epochs`` (of every training). The trainings this
+    changes are stored beside the default ones (runs are stored by configuration); the figures and
+    tables go to ``out``, or, when any parameter differs from the profile's and ``out`` is None, to
+    ``runs/<profile>/reruns/<digest of the parameters>/``, never over the committed ``figures/`` and
+    ``results/``. ``changed``: a notebook's own parameters that differ from its defaults (e.g.
+    notebook 03's ``fn_mode``); any makes the rerun a customised one too."""
+    unknown = set(knobs) - set(KNOBS)
+    if unknown:
+        raise ConfigError(f"unknown notebook parameter(s) {sorted(unknown)}; known: {', '.join(KNOBS)}")
+    given = {k: v for k, v in knobs.items() if v is not None}
+    changes = {k: list(v) for k, v in given.items() if k in ("thetas", "fn_modes", "seeds", "backbones")}
+    changes = {k: v for k, v in changes.items() if v != getattr(profile, k)}
+    extra = []
+    if given.get("pairs") is not None and given["pairs"] != profile.synth_pairs:
+        changes["synth_pairs"] = int(given["pairs"])
+        extra.append(f"data.synth_pairs={int(given['pairs'])}")
+    if given.get("epochs") is not None:
+        extra.append(f"train.epochs={int(given['epochs'])}")
+    if extra:  # last, so that they win over the profile's own settings of every training
+        changes.update(overrides=profile.overrides + extra, main_overrides=profile.main_overrides + extra,
+                       sweep_overrides=profile.sweep_overrides + extra)
+    custom = dataclasses.replace(profile, **changes)
+    if out is not None:
+        custom.output_dir = Path(out)
+    elif changes or changed:
+        key = {**given, **(changed or {})}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        custom.output_dir = profile.run_dir("reruns", digest)
+    return custom
