@@ -12,12 +12,17 @@ from rscc.data import synth
 from rscc.data.levircc import NO_CHANGE_SENTENCES, load_pairs
 from rscc.data.synth import (
     LEVIR_SPLIT_SIZES,
+    STOCK_SHARE,
+    STOCK_SHARE_HIGH,
+    default_root,
     encode_png,
     ensure_synthetic,
+    is_synthetic,
     make_pair,
     make_synthetic,
     plan,
     split_sizes,
+    stock_sentences,
 )
 from rscc.errors import DatasetError
 
@@ -143,6 +148,67 @@ def test_changed_captions_are_about_as_long_as_levir_ccs(changed_pairs):
 def test_no_caption_of_a_changed_pair_is_a_stock_sentence(changed_pairs):
     stock = set(NO_CHANGE_SENTENCES)
     assert not any(" ".join(c) in stock for p in changed_pairs for c in p.captions)
+
+
+def test_changed_pairs_at_the_high_stock_share_get_five_different_captions():
+    for i in range(60):
+        assert len({" ".join(c) for c in make_pair(3, i, 64, True, stock_share=STOCK_SHARE_HIGH).captions}) == 5
+
+
+# ----------------------------------------------------------------------------- stock sentences
+_LOCATION_WORDS = {"top", "bottom", "left", "right", "upper", "lower", "center", "middle", "corner",
+                   "lower-left", "lower-right"}
+
+
+def test_no_stock_sentence_names_a_location():
+    sentences = [s for kind in synth._STOCK.values() for s, _ in kind]
+    assert not [s for s in sentences if _LOCATION_WORDS & set(s.split())]
+
+
+def test_stock_sentences_that_state_a_count_are_allowed_only_for_that_count():
+    numbers = {"a": 1, "two": 2, "three": 3}
+    for kind in synth._STOCK.values():
+        for sentence, conditions in kind:
+            first, second = sentence.split()[:2]
+            if first in numbers and second in set(synth._SINGULAR.values()) | set(synth._SINGULAR):
+                assert conditions["count"] == (numbers[first], numbers[first]), sentence
+
+
+def test_stock_sentences_follow_the_change():
+    two_houses = synth.Change("houses", 2, "houses", ground="bare")
+    assert "two houses are built beside the road" in stock_sentences(two_houses)
+    assert "some houses are built along the road" not in stock_sentences(two_houses)  # 'some' needs 4+
+
+
+def test_the_stock_share_changes_the_captions_and_not_the_images():
+    low, high = make_pair(2, 5, 64, True, stock_share=0.0), make_pair(2, 5, 64, True, stock_share=1.0)
+    assert np.array_equal(low.image_a, high.image_a) and np.array_equal(low.image_b, high.image_b)
+    assert low.captions != high.captions
+
+
+def test_a_stock_share_outside_0_1_is_refused(tmp_path):
+    with pytest.raises(DatasetError, match="stock-share must lie in"):
+        make_synthetic(tmp_path / "levir", 4, size=64, progress=False, stock_share=1.5)
+
+
+def test_the_marker_records_the_stock_share_and_ensure_regenerates_on_a_new_one(tmp_path):
+    root = ensure_synthetic(tmp_path / "levir", 4, size=64, seed=2, progress=False, stock_share=STOCK_SHARE_HIGH)
+    assert json.loads((root / "synth.json").read_text())["stock_share"] == STOCK_SHARE_HIGH
+    assert not is_synthetic(root, 4, size=64, seed=2)  # the default share is another dataset
+    ensure_synthetic(root, 4, size=64, seed=2, progress=False)
+    assert is_synthetic(root, 4, size=64, seed=2, stock_share=STOCK_SHARE)
+
+
+def test_default_root_names_a_share_other_than_the_default():
+    assert default_root(100, 64, 0).name == "synthetic-100-64-0"
+    assert default_root(100, 64, 0, stock_share=0.9).name == "synthetic-100-64-0-stock0.9"
+
+
+def test_cli_passes_the_stock_share(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "levir"), "--pairs", "4", "--size", "64", "--quiet",
+                 "--stock-share", "0.9"]) == 0
+    assert json.loads((tmp_path / "levir" / "synth.json").read_text())["stock_share"] == 0.9
+    assert "stock share 0.9" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- truthfulness
@@ -292,9 +358,10 @@ def test_plot_pairs_draws_one_panel_per_pair_and_saves(dataset, tmp_path):
 
 
 # Every file of an 8-pair, 32 px dataset made with seed 0, as the generator wrote it before it was
-# split into a subpackage: the split (and any later refactoring) must keep these bytes.
+# split into a subpackage: the split (and any later refactoring) must keep these bytes. The two
+# JSON files changed once since (generator version 2: stock sentences in the captions); no image did.
 PINNED_SHA256 = {
-    'LevirCCcaptions.json': '75e955dfecdedd60bcd4a9e123cbbb2a83d9a321467a9b92cbf74cf92a3a7341',
+    'LevirCCcaptions.json': '7dd44030025d1f8e235d8b4dc780ccef12719c2dd135a9fb2529c8d868bd9efc',
     'images/test/A/test_000001.png': '4befb741319bb60213c5f70286b7fec1a77bb8b21a9ef95e26d22705d9a4d0b4',
     'images/test/A/test_000002.png': '50448cc333037011c76af3f3b3b4afbd1660e5f0c4b4eae3756f21f2d84d6472',
     'images/test/B/test_000001.png': '090e377b2d6f5f4c51ff4bf57b00657445ca26db1a4c3ab93b6e8b5ba20f805f',
@@ -311,7 +378,7 @@ PINNED_SHA256 = {
     'images/train/B/train_000009.png': '7d49f97d49a83da1d8745712139f27bf334ad8429db5b9db636c320d5eacb25c',
     'images/val/A/val_000001.png': 'de220aa8daa3593cd47ed80e7278306abd5773b057d46e1f497f0c76603928f5',
     'images/val/B/val_000001.png': '1f5f232cac6f5a4dd8b3e4fc7283b34fdc2c85aa7afb4f8e4497b9d25565f090',
-    'synth.json': '785308cfb7deb362fef767f4fe9c7a08be416708af848d04d208026e8f537a67',
+    'synth.json': 'ba831fae20728c8ccf03590c17cf1a01bc6989dc22ecd1bc5103eb68ba7a531d',
 }
 
 

@@ -19,6 +19,10 @@ def register(subparsers) -> None:
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256, as LEVIR-CC)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--stock-share", type=float, default=None, metavar="P",
+                        help="how often changed pairs' captions are stock sentences that recur across pairs, 0..1 "
+                        "(default 0.23: LEVIR-CC train's recurrence; 0.9: most changed pairs share a handful of "
+                        "stock sentences); images do not depend on it")
     parser.add_argument("--if-missing", action="store_true",
                         help="do nothing when OUT already holds a dataset made with the same parameters")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -26,11 +30,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from rscc.data.synth import ensure_synthetic, make_synthetic
+    from rscc.data.synth import STOCK_SHARE, ensure_synthetic, make_synthetic
 
     make = ensure_synthetic if args.if_missing else make_synthetic
+    share = STOCK_SHARE if args.stock_share is None else args.stock_share
     start = time.perf_counter()
-    root = make(args.out, args.pairs, size=args.size, seed=args.seed, progress=not args.quiet, workers=args.workers)
+    root = make(args.out, args.pairs, size=args.size, seed=args.seed, progress=not args.quiet, workers=args.workers,
+                stock_share=share)
     seconds = time.perf_counter() - start
-    print(f"{root}: {args.pairs} synthetic pairs at {args.size} px, seed {args.seed} ({seconds:.1f} s)")
+    print(f"{root}: {args.pairs} synthetic pairs at {args.size} px, seed {args.seed}, stock share {share:g} "
+          f"({seconds:.1f} s)")
     return 0

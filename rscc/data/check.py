@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from rscc.data.levircc import CAPTIONS_FILE, CAPTIONS_PER_PAIR, NO_CHANGE_SENTENCES, SPLITS, rgb_problem, tokenize
+from rscc.data.levircc import CAPTIONS_FILE, CAPTIONS_PER_PAIR, SPLITS, is_no_change, rgb_problem, tokenize
 
 REQUIRED_FIELDS = ("filepath", "filename", "imgid", "split", "sentences")
 # modes the reader converts to RGB without losing information
@@ -81,7 +81,7 @@ def validate_dataset(root: str | Path, images: bool = True, with_summary: bool =
         ):
             problems.append(Problem(where, f"'sentids' must be a list of {CAPTIONS_PER_PAIR} ids, found {record['sentids']!r}"))
         if sentences is not None and "changeflag" in record:
-            stock = sorted(sentences) == sorted(NO_CHANGE_SENTENCES)
+            stock = is_no_change(sentences)
             if record["changeflag"] not in (0, 1):
                 problems.append(Problem(where, f"'changeflag' must be 0 or 1, found {record['changeflag']!r}"))
             elif bool(record["changeflag"]) == stock:
@@ -93,7 +93,7 @@ def validate_dataset(root: str | Path, images: bool = True, with_summary: bool =
         if split in SPLITS:
             splits[split] += 1
             if sentences is not None:
-                changed += sorted(sentences) != sorted(NO_CHANGE_SENTENCES)
+                changed += not is_no_change(sentences)
         filepath = record.get("filepath")
         if isinstance(filepath, str) and filepath and isinstance(name, str) and name:
             names[(filepath, name)] += 1

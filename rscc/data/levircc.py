@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from rscc.errors import DatasetError
+from rscc.text import NO_CHANGE_SENTENCES, is_no_change  # noqa: F401  (re-exported: the data layer's names)
 
 CAPTIONS_FILE = "LevirCCcaptions.json"
 SPLITS = ("train", "val", "test")
@@ -28,15 +29,6 @@ MAX_LEN = 41  # START + up to 39 words + END
 
 PAD, START, UNK, END = 0, 1, 2, 3
 SPECIALS = {"PAD": PAD, "START": START, "UNK": UNK, "END": END}
-
-# The five stock sentences of every no-change pair, in their order (METHOD §1.1).
-NO_CHANGE_SENTENCES = (
-    "there is no difference",
-    "the two scenes seem identical",
-    "the scene is the same as before",
-    "no change has occurred",
-    "almost nothing has changed",
-)
 
 _PUNCT = re.compile(r"[^\w\s-]")
 
@@ -77,11 +69,6 @@ class Pair:
     def image_paths(self, root: str | Path) -> tuple[Path, Path]:
         base = Path(root) / "images" / self.filepath
         return base / "A" / self.filename, base / "B" / self.filename
-
-
-def is_no_change(sentences: Sequence[str]) -> bool:
-    """A pair is "no change" iff its captions are exactly the five stock sentences."""
-    return sorted(s.strip() for s in sentences) == sorted(NO_CHANGE_SENTENCES)
 
 
 def captions_path(path: str | Path) -> Path:

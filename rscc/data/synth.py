@@ -20,6 +20,13 @@ How a pair is made
     4. The location of the change (top, bottom left corner, centre ...) is *measured* on the
        difference of the two label maps, and the five captions are drawn from a grammar that
        uses LEVIR-CC's vocabulary, so a caption states only what the pixels show.
+    5. A share of the captions of changed pairs (``stock_share``) are instead stock sentences,
+       a few per change kind with a Zipf-like head, true of the change but without its location
+       ("some roads and houses are built on bareland"): how often captions recur across pairs,
+       and so how many false negatives a batch holds. The default, STOCK_SHARE, matches LEVIR-CC
+       train's recurrence (:mod:`rscc.data.stats`); STOCK_SHARE_HIGH has most changed pairs
+       share a handful of stock sentences. Captions are the last use of a pair's random numbers,
+       so ``stock_share`` never changes an image.
 
 Every pair uses its own ``numpy.random.Generator`` seeded with ``(seed, 1, index)``: the output
 is the same bytes for the same seed, whatever the order or the number of workers.
@@ -44,7 +51,7 @@ from rscc.data.levircc import CAPTIONS_FILE, NO_CHANGE_SENTENCES, SPLITS, raw_fr
 from rscc.errors import DatasetError
 
 MARKER_FILE = "synth.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: stock sentences and synonyms in the captions (images unchanged)
 LEVIR_SPLIT_SIZES = {"train": 6815, "val": 1333, "test": 1929}  # of 10,077 (METHOD §1.1)
 WORLD = 256.0  # scenes are laid out in a 256 x 256 world and scaled to the image size
 MIN_CHANGED_FRACTION = 0.006  # a change covers at least this share of the image (a small house)
@@ -930,12 +937,21 @@ _LOCATION = {  # the longer "... of the scene" forms are the commonest in LEVIR-
     "bottom right": ["at the bottom right corner", "at the bottom right corner of the scene", "at the bottom right corner of the scene", "in the lower-right corner"],
     "center": ["in the center", "in the middle of the scene", "in the center of the scene"],
 }
+for _where, _forms in _LOCATION.items():
+    if _where == "center":
+        _forms += ["in the middle", "at the center of the image", "in the middle of the image"]
+    elif " " in _where:
+        _forms += [f"in the {_where} corner", f"at the {_where} of the scene", f"in the {_where} of the image"]
+    else:
+        _forms += [f"in the {_where} part of the image", f"on the {_where} of the image",
+                   f"at the {_where} of the image"]
 _GROUND_ON = {
-    "bare": ["on the bareland", "on bareland", "in the desert"],
+    "bare": ["on the bareland", "on bareland", "in the desert", "in the open space"],
     "grass": ["on the grass", "on the meadow", "on the grassland"],
     "woods": ["in the woods", "in the forest"],
 }
-_GROUND_NOUN = {"bare": ["bareland", "desert"], "grass": ["grass", "meadow"], "woods": ["woods", "forest"]}
+_GROUND_NOUN = {"bare": ["bareland", "desert", "open space", "bare land"], "grass": ["grass", "meadow", "grassland"],
+                "woods": ["woods", "forest"]}
 _ROAD_PHRASE = {
     "straight": ["a road", "a new road", "a straight road"],
     "curved": ["a curved road", "a winding road", "a road"],
@@ -1029,9 +1045,159 @@ def _quantity(rng, n: int) -> str:
     return str(rng.choice(["many", "some"]))
 
 
-def captions_for(change: Change, rng) -> list[list[str]]:
-    """Five different captions (token lists) that state ``change`` truthfully."""
+# Words that LEVIR-CC's annotators use interchangeably: a grammar sentence has each of these
+# phrases replaced by a random member of its group, so that two pairs seldom get the same
+# sentence by chance (recurrence should come from the stock sentences below, at a set rate).
+_TREES = [
+    ["many trees", "lots of trees", "a lot of trees", "a large number of trees", "plenty of trees"],
+    ["some trees", "several trees", "a number of trees", "some of the trees"],
+    ["the vegetation", "the plants", "the greenery", "the green vegetation"],
+]
+_SYNONYMS = {  # by change kind; "all" applies to every kind, first
+    "all": [
+        ["along the road", "beside the road", "by the road", "next to the road", "near the road",
+         "alongside the road", "along the side of the road", "on the side of the road"],
+        ["are built", "are constructed", "have been built", "have been constructed", "are erected", "are newly built"],
+        ["is built", "is constructed", "has been built", "has been constructed", "is newly built"],
+        ["a residential area", "a new residential area", "a large residential area", "a residential district",
+         "a residential community"],
+        ["is replaced by", "is covered by", "is turned into", "gives way to", "becomes"],
+        ["appear", "emerge", "can be seen", "show up"],
+        ["appears", "emerges", "can be seen", "shows up"],
+        ["replace the", "take the place of the", "cover the", "are built on the"],
+        ["neatly arranged", "well arranged", "orderly", "regularly arranged"],
+    ],
+    "trees_removed": _TREES + [["are removed", "are cut down", "have been removed", "have been cut down",
+                                "are cleared", "are felled"]],
+    "trees_grow": _TREES + [["are planted", "have been planted", "are newly planted", "grow up", "have grown"],
+                            ["becomes lusher", "becomes denser", "grows thicker", "becomes greener"]],
+    "extend": [["the road", "the original road", "the existing road", "the old road"],
+               ["becomes longer", "gets longer", "is lengthened", "grows longer"]],
+    "houses_removed": [["are removed", "are demolished", "have been removed", "have been demolished",
+                        "are torn down", "are pulled down"]],
+}
+_ADJECTIVES = {"houses": ["", "", "small", "detached", "new"], "villas": ["", "", "small", "detached", "new"],
+               "buildings": ["", "", "small", "large", "new"]}
+
+
+def _vary(text: str, kind: str, rng) -> str:
+    for group in _SYNONYMS["all"] + _SYNONYMS.get(kind, []):
+        for phrase in group:
+            if f" {phrase} " in f" {text} ":
+                text = f" {text} ".replace(f" {phrase} ", f" {group[int(rng.integers(len(group)))]} ", 1).strip()
+                break
+    return text
+
+
+# Stock sentences: the handful of sentences annotators write again and again ("some roads and
+# houses are built on bareland" is the first caption of 112 of LEVIR-CC's 3,407 changed train
+# pairs). Each is true of every change it is allowed for: (sentence, conditions) with conditions
+# on the ground, the noun, the count (lo, hi) and the road shape. Listed by rank: a caption drawn
+# from the stock takes the r-th applicable sentence with weight 1 / r ** STOCK_ZIPF.
+_MANY, _SOME = (7, None), (4, None)
+_STOCK: dict[str, list[tuple[str, dict]]] = {
+    "residential": [
+        ("some roads and houses are built on bareland", {"ground": "bare"}),
+        ("a residential area with many houses and roads appears", {"count": _MANY}),
+        ("some roads and houses are built on the grass", {"ground": "grass"}),
+        ("many houses and roads are built", {"count": _MANY}),
+        ("a residential area appears", {}),
+        ("some houses and roads appear", {}),
+        ("a new residential area is built on the bareland", {"ground": "bare"}),
+        ("some villas and roads are built", {"noun": "villas"}),
+    ],
+    "houses": [
+        ("some houses are built along the road", {"noun": "houses", "count": _SOME}),
+        ("many houses are built along the road", {"noun": "houses", "count": _MANY}),
+        ("two houses are built beside the road", {"noun": "houses", "count": (2, 2)}),
+        ("a house is built beside the road", {"noun": "houses", "count": (1, 1)}),
+        ("some new houses are built along the road", {"noun": "houses", "count": _SOME}),
+        ("three houses are built along the road", {"noun": "houses", "count": (3, 3)}),
+        ("some villas are built along the road", {"noun": "villas", "count": _SOME}),
+        ("two villas are built beside the road", {"noun": "villas", "count": (2, 2)}),
+        ("a villa is built beside the road", {"noun": "villas", "count": (1, 1)}),
+        ("some buildings are built along the road", {"noun": "buildings", "count": _SOME}),
+        ("a building is built beside the road", {"noun": "buildings", "count": (1, 1)}),
+        ("two buildings are built beside the road", {"noun": "buildings", "count": (2, 2)}),
+        ("several houses are built on the bareland", {"noun": "houses", "count": _SOME, "ground": "bare"}),
+        ("some trees are cut down and houses are built", {"ground": "woods", "count": (2, None)}),
+        ("houses are built beside the road", {"count": (2, None), "noun": "houses"}),
+        ("new houses appear beside the road", {"count": (2, None), "noun": "houses"}),
+    ],
+    "road": [
+        ("a road is built", {"shape": ("straight", "curved", "t-shaped")}),
+        ("a new road appears", {"shape": ("straight", "curved", "t-shaped")}),
+        ("a road is built on the bareland", {"ground": "bare", "shape": ("straight", "curved", "t-shaped")}),
+        ("two roads are built", {"shape": ("cross",)}),
+        ("a curved road is built", {"shape": ("curved",)}),
+        ("a road is built across the grass", {"ground": "grass", "shape": ("straight", "curved", "t-shaped")}),
+        ("a new road is built", {"shape": ("straight", "curved", "t-shaped")}),
+    ],
+    "extend": [
+        ("the road is extended", {}), ("the original road is extended", {}), ("the road becomes longer", {}),
+        ("the road extends", {}), ("the original road extends", {}),
+    ],
+    "trees_removed": [
+        ("some trees are removed", {}), ("many trees are removed", {"count": (15, None)}),
+        ("some trees are cut down", {}), ("the vegetation is removed", {}), ("some trees disappear", {}),
+        ("trees are removed", {}),
+    ],
+    "trees_grow": [
+        ("more trees appear", {}), ("some trees are planted", {}), ("the vegetation becomes lusher", {}),
+        ("many trees are planted", {"count": (15, None)}), ("more trees grow", {}), ("trees are planted", {}),
+    ],
+    "houses_removed": [
+        ("some houses are removed", {"noun": "houses", "count": _SOME}),
+        ("a house is removed", {"noun": "houses", "count": (1, 1)}),
+        ("two houses are removed", {"noun": "houses", "count": (2, 2)}),
+        ("some buildings are removed", {"noun": "buildings", "count": _SOME}),
+        ("a building is demolished", {"noun": "buildings", "count": (1, 1)}),
+        ("the houses are removed", {"noun": "houses", "count": (2, None)}),
+        ("some villas are removed", {"noun": "villas", "count": _SOME}),
+        ("the buildings are demolished", {"noun": "buildings", "count": (2, None)}),
+        ("houses disappear", {"noun": "houses", "count": (2, None)}),
+        ("buildings disappear", {"noun": "buildings", "count": (2, None)}),
+        ("a villa is removed", {"noun": "villas", "count": (1, 1)}),
+        ("villas disappear", {"noun": "villas", "count": (2, None)}),
+    ],
+    "parking": [
+        ("a parking lot is built", {}), ("a large building with a parking lot is built", {}),
+        ("a building and a parking lot appear", {"count": (1, 1)}), ("a parking lot appears", {}),
+        ("a parking lot and a building are built", {}),
+    ],
+}
+# How readily each kind's pairs get stock sentences, relative to STOCK_SHARE: residential areas
+# and houses along a road are LEVIR-CC's stock descriptions.
+_STOCK_AFFINITY = {"residential": 2.0, "houses": 1.0, "road": 0.8, "extend": 0.8, "trees_removed": 0.6,
+                   "trees_grow": 0.6, "houses_removed": 0.6, "parking": 0.8}
+STOCK_ZIPF = 1.5
+STOCK_SHARE = 0.23  # the default: LEVIR-CC train's caption recurrence (see rscc.data.stats)
+STOCK_SHARE_HIGH = 0.9  # most changed pairs share a handful of stock sentences
+
+
+def _applies(change: Change, conditions: dict) -> bool:
+    lo, hi = conditions.get("count", (0, None))
+    return (conditions.get("ground", change.ground) == change.ground
+            and conditions.get("noun", change.noun) == change.noun
+            and change.count >= lo and (hi is None or change.count <= hi)
+            and (change.road_shape or "straight") in conditions.get("shape", (change.road_shape or "straight",)))
+
+
+def stock_sentences(change: Change) -> list[str]:
+    """The stock sentences that are true of ``change``, by rank."""
+    return [sentence for sentence, conditions in _STOCK[change.kind] if _applies(change, conditions)]
+
+
+def captions_for(change: Change, rng, stock_share: float = STOCK_SHARE) -> list[list[str]]:
+    """Five different captions (token lists) that state ``change`` truthfully.
+
+    Each caption is, with probability ``stock_share`` times the kind's affinity (at most 1), one
+    of the kind's stock sentences (Zipf-weighted by rank), else a sentence of the grammar."""
+    if not 0.0 <= stock_share <= 1.0:
+        raise DatasetError(f"synthetic captions: stock_share must lie in [0, 1] (got {stock_share})")
     kind = change.kind
+    stock = stock_sentences(change)
+    p_stock = min(1.0, stock_share * _STOCK_AFFINITY[kind])
     templates = list(_TEMPLATES[kind])
     if kind == "houses":
         if change.both_sides and change.count >= 2:
@@ -1050,6 +1216,11 @@ def captions_for(change: Change, rng) -> list[list[str]]:
     for _ in range(200):
         if len(sentences) == 5:
             break
+        unused = [s for s in stock if s not in sentences]
+        if unused and rng.random() < p_stock:
+            weights = np.array([1.0 / (stock.index(s) + 1) ** STOCK_ZIPF for s in unused])
+            sentences.append(unused[int(rng.choice(len(unused), p=weights / weights.sum()))])
+            continue
         pool = located if located and rng.random() < LOCATION_SHARE else plain
         template = pool[int(rng.integers(len(pool)))]
         n = change.count
@@ -1061,9 +1232,13 @@ def captions_for(change: Change, rng) -> list[list[str]]:
             singular = not road.startswith("two")
         else:
             singular = n == 1 and "a row of" not in template
+        noun = _SINGULAR[change.noun] if singular else change.noun
+        if "new {N}" not in template and "neatly arranged {N}" not in template:
+            adjective = _ADJECTIVES.get(change.noun, [""])[int(rng.integers(5))]
+            noun = f"{adjective} {noun}".strip()
         text = template.format(
             q="a" if "a row of" in template else _quantity(rng, n),
-            N=_SINGULAR[change.noun] if singular else change.noun,
+            N=noun,
             are="is" if singular else "are",
             **{"is": "is" if singular else "are"},
             appear="appears" if singular else "appear",
@@ -1075,7 +1250,7 @@ def captions_for(change: Change, rng) -> list[list[str]]:
             road=road,
             qt="many" if n >= 15 else "some",
         )
-        text = " ".join(text.split())
+        text = _vary(" ".join(text.split()), kind, rng)
         if text not in sentences:
             sentences.append(text)
     return [s.split() for s in sentences]
@@ -1122,8 +1297,10 @@ class SynthPair:
     changed_mask: np.ndarray  # (size, size) bool: labels differ between the dates
 
 
-def make_pair(seed: int, index: int, size: int = 256, changed: bool = True) -> SynthPair:
-    """Pair ``index`` of the dataset made with ``seed`` (independent of every other pair)."""
+def make_pair(seed: int, index: int, size: int = 256, changed: bool = True,
+              stock_share: float = STOCK_SHARE) -> SynthPair:
+    """Pair ``index`` of the dataset made with ``seed`` (independent of every other pair);
+    ``stock_share`` sets how often captions recur (:func:`captions_for`)."""
     rng = np.random.default_rng([seed, 1, index])
     pad = JITTER + 1
     sun = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1)]) + 1e-3
@@ -1165,7 +1342,7 @@ def make_pair(seed: int, index: int, size: int = 256, changed: bool = True) -> S
         captions = [s.split() for s in NO_CHANGE_SENTENCES]
     else:
         change.location = _measure_location(mask)
-        captions = captions_for(change, rng)
+        captions = captions_for(change, rng, stock_share)
     return SynthPair(img_a, img_b, captions, change, mask)
 
 
@@ -1250,21 +1427,26 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     path.write_bytes(encode_png(rgb))
 
 
-def _make_one(job: tuple[Path, int, int, PlannedPair]) -> list[list[str]]:
-    tmp, seed, size, p = job
-    pair = make_pair(seed, p.index, size, p.changed)
+def _make_one(job: tuple[Path, int, int, PlannedPair, float]) -> list[list[str]]:
+    tmp, seed, size, p, stock_share = job
+    pair = make_pair(seed, p.index, size, p.changed, stock_share)
     _write_png(tmp / "images" / p.split / "A" / p.filename, pair.image_a)
     _write_png(tmp / "images" / p.split / "B" / p.filename, pair.image_b)
     return pair.captions
 
 
-def _parameters(pairs: int, size: int, seed: int) -> dict:
-    return {"generator": "rscc.data.synth", "version": GENERATOR_VERSION, "pairs": pairs, "size": size, "seed": seed}
+def _parameters(pairs: int, size: int, seed: int, stock_share: float = STOCK_SHARE) -> dict:
+    return {"generator": "rscc.data.synth", "version": GENERATOR_VERSION, "pairs": pairs, "size": size, "seed": seed,
+            "stock_share": stock_share}
 
 
 def make_synthetic(out: str | Path, pairs: int, size: int = 256, seed: int = 0, progress: bool = True,
-                   workers: int = 1) -> Path:
+                   workers: int = 1, stock_share: float = STOCK_SHARE) -> Path:
     """Write a synthetic LEVIR-CC dataset of ``pairs`` pairs at ``out`` and return its path.
+
+    ``stock_share`` sets how often changed pairs' captions recur: the default STOCK_SHARE gives
+    LEVIR-CC train's recurrence, STOCK_SHARE_HIGH has most changed pairs share a handful of stock
+    sentences, 0 leaves only the grammar's chance repeats. Images do not depend on it.
 
     Written into a temporary sibling directory and renamed into place at the end, so an
     interrupted run never leaves something that looks like a dataset. An existing ``out`` is
@@ -1275,6 +1457,8 @@ def make_synthetic(out: str | Path, pairs: int, size: int = 256, seed: int = 0, 
         raise DatasetError(f"synthetic dataset: --pairs must be at least 1 (got {pairs})")
     if size < 32:
         raise DatasetError(f"synthetic dataset: --size must be at least 32 pixels (got {size})")
+    if not 0.0 <= stock_share <= 1.0:
+        raise DatasetError(f"synthetic dataset: --stock-share must lie in [0, 1] (got {stock_share})")
     out = Path(out).absolute()
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MARKER_FILE).is_file())):
         raise DatasetError(f"{out}: exists and is not a synthetic dataset (no {MARKER_FILE}); refusing to overwrite it")
@@ -1285,7 +1469,7 @@ def make_synthetic(out: str | Path, pairs: int, size: int = 256, seed: int = 0, 
             for side in "AB":
                 (tmp / "images" / split / side).mkdir(parents=True)
         planned = plan(pairs, seed)
-        jobs = [(tmp, seed, size, p) for p in planned]
+        jobs = [(tmp, seed, size, p, stock_share) for p in planned]
         bar = tqdm(total=len(jobs), desc=f"synth {out.name}", unit="pair", disable=not progress)
         if workers > 1:
             import multiprocessing
@@ -1303,7 +1487,7 @@ def make_synthetic(out: str | Path, pairs: int, size: int = 256, seed: int = 0, 
         bar.close()
         records = [_record(p, c) for p, c in zip(planned, captions)]
         (tmp / CAPTIONS_FILE).write_text(json.dumps({"images": records}))
-        (tmp / MARKER_FILE).write_text(json.dumps(_parameters(pairs, size, seed), indent=2) + "\n")
+        (tmp / MARKER_FILE).write_text(json.dumps(_parameters(pairs, size, seed, stock_share), indent=2) + "\n")
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
@@ -1317,28 +1501,31 @@ def make_synthetic(out: str | Path, pairs: int, size: int = 256, seed: int = 0, 
     return out
 
 
-def is_synthetic(root: str | Path, pairs: int, size: int = 256, seed: int = 0) -> bool:
+def is_synthetic(root: str | Path, pairs: int, size: int = 256, seed: int = 0,
+                 stock_share: float = STOCK_SHARE) -> bool:
     """True when ``root`` holds a complete synthetic dataset made with these parameters."""
     root = Path(root)
     try:
         marker = json.loads((root / MARKER_FILE).read_text())
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return False
-    return marker == _parameters(pairs, size, seed) and (root / CAPTIONS_FILE).is_file()
+    return marker == _parameters(pairs, size, seed, stock_share) and (root / CAPTIONS_FILE).is_file()
 
 
-def default_root(pairs: int, size: int = 256, seed: int = 0) -> Path:
+def default_root(pairs: int, size: int = 256, seed: int = 0, stock_share: float = STOCK_SHARE) -> Path:
     """Where the trainer, the evaluator and the notebooks keep the synthetic set of these
-    parameters when no dataset is given: ``<cache>/synthetic-<pairs>-<size>-<seed>``."""
+    parameters when no dataset is given: ``<cache>/synthetic-<pairs>-<size>-<seed>``, with
+    ``-stock<share>`` appended when ``stock_share`` is not the default."""
     from rscc.paths import cache_dir
 
-    return cache_dir() / f"synthetic-{pairs}-{size}-{seed}"
+    suffix = "" if stock_share == STOCK_SHARE else f"-stock{stock_share:g}"
+    return cache_dir() / f"synthetic-{pairs}-{size}-{seed}{suffix}"
 
 
 def ensure_synthetic(out: str | Path, pairs: int, size: int = 256, seed: int = 0, progress: bool = True,
-                     workers: int = 1) -> Path:
+                     workers: int = 1, stock_share: float = STOCK_SHARE) -> Path:
     """The synthetic dataset at ``out``, generated only if it is missing or was made with
     other parameters."""
-    if is_synthetic(out, pairs, size, seed):
+    if is_synthetic(out, pairs, size, seed, stock_share):
         return Path(out).absolute()
-    return make_synthetic(out, pairs, size, seed, progress=progress, workers=workers)
+    return make_synthetic(out, pairs, size, seed, progress=progress, workers=workers, stock_share=stock_share)

@@ -32,8 +32,6 @@ Two reference protocols (each result names its own):
 from __future__ import annotations
 
 import contextlib
-import re
-import string
 import subprocess
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
@@ -44,37 +42,15 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
 from rscc.errors import RsccError
+from rscc.text import NO_CHANGE_SENTENCES as NO_CHANGE_CAPTIONS  # noqa: F401  (re-exported)
+from rscc.text import is_no_change, normalise_tokens  # noqa: F401  (re-exported)
 
 PROTOCOLS = ("tokens", "raw")
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "S*m")
 
-# The five stock sentences of every LEVIR-CC no-change pair (METHOD §1.1), in `tokens` form.
-NO_CHANGE_CAPTIONS = (
-    "there is no difference",
-    "the two scenes seem identical",
-    "the scene is the same as before",
-    "no change has occurred",
-    "almost nothing has changed",
-)
-
 # What the "always no change" floor answers (METHOD §6.5).
 NO_CHANGE_SENTENCE = "the scene is the same as before"
-
-# Characters that never belong to a word; other punctuation is stripped only at word ends,
-# so that `t-shaped`, `lower-right` and `road's` stay one token as in the LEVIR-CC JSON.
-_SEPARATORS = re.compile(r"[,;:!?()\[\]{}\"`]")
-
-
-def normalise_tokens(sentence: str) -> str:
-    """The `tokens` protocol's form of a sentence: lower case, punctuation removed.
-
-    >>> normalise_tokens("A T-shaped road is built, at the lower-right.")
-    'a t-shaped road is built at the lower-right'
-    """
-    words = (word.strip(string.punctuation) for word in _SEPARATORS.sub(" ", sentence.lower()).split())
-    return " ".join(word for word in words if word)
-
 
 def prepare(sentence: str, protocol: str) -> str:
     """A sentence as the scorers see it under `protocol` ("tokens" or "raw")."""
@@ -85,12 +61,6 @@ def prepare(sentence: str, protocol: str) -> str:
         # space of a JSON `raw` string counts); only line breaks would break METEOR's protocol
         return sentence.replace("\n", " ").replace("\r", " ")
     raise RsccError(f"unknown reference protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
-
-
-def is_no_change(references: Iterable[str]) -> bool:
-    """True when the references are exactly LEVIR-CC's five stock no-change sentences."""
-    refs = [normalise_tokens(r) for r in references]
-    return len(refs) == len(NO_CHANGE_CAPTIONS) and set(refs) == set(NO_CHANGE_CAPTIONS)
 
 
 class MeteorProcess:
