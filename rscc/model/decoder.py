@@ -44,7 +44,7 @@ class LayerCache:
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with ``nn.MultiheadAttention``'s parameters and initialisation."""
 
-    def __init__(self, d: int, heads: int, dropout: float):
+    def __init__(self, d: int, *, heads: int, dropout: float):
         super().__init__()
         self.heads = heads
         self.dropout = dropout
@@ -94,15 +94,15 @@ class MultiHeadAttention(nn.Module):
 class DecoderLayer(nn.Module):
     """Self-attention (+ cross-attention when ``multimodal``) + GELU feed-forward, post- or pre-norm."""
 
-    def __init__(self, d: int, heads: int, dropout: float, prenorm: bool, multimodal: bool):
+    def __init__(self, d: int, *, heads: int, dropout: float, prenorm: bool, multimodal: bool):
         super().__init__()
         self.prenorm = prenorm
         self.multimodal = multimodal
-        self.self_attention = MultiHeadAttention(d, heads, dropout)
+        self.self_attention = MultiHeadAttention(d, heads=heads, dropout=dropout)
         self.self_attention_norm = nn.LayerNorm(d)
         self.self_attention_dropout = nn.Dropout(dropout)
         if multimodal:
-            self.cross_attention = MultiHeadAttention(d, heads, dropout)
+            self.cross_attention = MultiHeadAttention(d, heads=heads, dropout=dropout)
             self.cross_attention_norm = nn.LayerNorm(d)
             self.cross_attention_dropout = nn.Dropout(dropout)
         self.feed_forward = nn.Sequential(
@@ -198,7 +198,7 @@ class LearnedPositions(nn.Module):
 
 
 class CaptionDecoder(nn.Module):
-    def __init__(self, vocab_size: int, d: int, max_len: int, heads: int, layers: int, dropout: float,
+    def __init__(self, vocab_size: int, *, d: int, max_len: int, heads: int, layers: int, dropout: float,
                  learnable_positions: bool = False, tie_embeddings: bool = True, prenorm: bool = False):
         super().__init__()
         self.max_len = max_len
@@ -206,9 +206,9 @@ class CaptionDecoder(nn.Module):
         self.positions = LearnedPositions(d, max_len) if learnable_positions else SinusoidalPositions(d, max_len)
         self.embedding_dropout = nn.Dropout(dropout)
         self.unimodal_layers = nn.ModuleList(
-            DecoderLayer(d, heads, dropout, prenorm, multimodal=False) for _ in range(layers))
+            DecoderLayer(d, heads=heads, dropout=dropout, prenorm=prenorm, multimodal=False) for _ in range(layers))
         self.multimodal_layers = nn.ModuleList(
-            DecoderLayer(d, heads, dropout, prenorm, multimodal=True) for _ in range(layers))
+            DecoderLayer(d, heads=heads, dropout=dropout, prenorm=prenorm, multimodal=True) for _ in range(layers))
         self.output_dropout = nn.Dropout(dropout)
         self.lm_head = nn.Linear(d, vocab_size, bias=False)
         nn.init.uniform_(self.token_embedding.weight, -0.1, 0.1)

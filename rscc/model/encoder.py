@@ -19,7 +19,7 @@ from torch import nn
 class HSAAttention(nn.Module):
     """Multi-head attention of width ``width`` through ``a_dim`` bias-free projections."""
 
-    def __init__(self, width: int, a_dim: int, heads: int, dropout: float, value_from_key: bool):
+    def __init__(self, width: int, *, a_dim: int, heads: int, dropout: float, value_from_key: bool):
         super().__init__()
         self.heads = heads
         self.scale = (a_dim // heads) ** -0.5
@@ -49,9 +49,9 @@ class HSAAttention(nn.Module):
 class HSABlock(nn.Module):
     """Post-norm transformer block: x = LN(Att(x) + x); x = LN(FF(x) + x)."""
 
-    def __init__(self, width: int, a_dim: int, h_dim: int, heads: int, dropout: float, value_from_key: bool):
+    def __init__(self, width: int, *, a_dim: int, h_dim: int, heads: int, dropout: float, value_from_key: bool):
         super().__init__()
-        self.attention = HSAAttention(width, a_dim, heads, dropout, value_from_key)
+        self.attention = HSAAttention(width, a_dim=a_dim, heads=heads, dropout=dropout, value_from_key=value_from_key)
         self.feed_forward = nn.Sequential(
             nn.Linear(width, h_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(h_dim, width), nn.Dropout(dropout))
         self.attention_norm = nn.LayerNorm(width)
@@ -65,16 +65,17 @@ class HSABlock(nn.Module):
 class HSALayer(nn.Module):
     """One HSA level: ``image_block`` (width d) on each image, ``pair_block`` (width 2d) on both."""
 
-    def __init__(self, d: int, a_dim: int, h_dim: int, heads: int, dropout: float, value_from_key: bool):
+    def __init__(self, d: int, *, a_dim: int, h_dim: int, heads: int, dropout: float, value_from_key: bool):
         super().__init__()
-        self.image_block = HSABlock(d, a_dim, h_dim, heads, dropout, value_from_key)
-        self.pair_block = HSABlock(2 * d, a_dim, h_dim, heads, dropout, value_from_key)
+        block = dict(a_dim=a_dim, h_dim=h_dim, heads=heads, dropout=dropout, value_from_key=value_from_key)
+        self.image_block = HSABlock(d, **block)
+        self.pair_block = HSABlock(2 * d, **block)
 
 
 class HSA(nn.Module):
     """Hierarchical self attention over the two feature maps (B, d, s, s) → two maps (B, d, s, s)."""
 
-    def __init__(self, d: int, feature_size: int, layers: int, heads: int, a_dim: int, h_dim: int,
+    def __init__(self, d: int, *, feature_size: int, layers: int, heads: int, a_dim: int, h_dim: int,
                  dropout: float, value_from_key: bool = True, transpose_output: bool = True,
                  double_residual: bool = True):
         super().__init__()
@@ -82,7 +83,9 @@ class HSA(nn.Module):
         # (The authors call these tables h_embedding and w_embedding respectively.)
         self.column_embedding = nn.Embedding(feature_size, d // 2)
         self.row_embedding = nn.Embedding(feature_size, d // 2)
-        self.layers = nn.ModuleList(HSALayer(d, a_dim, h_dim, heads, dropout, value_from_key) for _ in range(layers))
+        self.layers = nn.ModuleList(
+            HSALayer(d, a_dim=a_dim, h_dim=h_dim, heads=heads, dropout=dropout, value_from_key=value_from_key)
+            for _ in range(layers))
         self.transpose_output = transpose_output
         self.double_residual = double_residual
         for p in self.parameters():
@@ -151,7 +154,7 @@ class CosineMaskFusion(nn.Module):
 class AttentionPooling(nn.Module):
     """One learned query attends to the visual tokens; LayerNorm → image-pair embedding (B, d)."""
 
-    def __init__(self, d: int, heads: int):
+    def __init__(self, d: int, *, heads: int):
         super().__init__()
         self.query = nn.Parameter(torch.randn(1, d))
         self.attention = nn.MultiheadAttention(d, heads)

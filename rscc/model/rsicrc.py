@@ -50,13 +50,15 @@ class RSICRC(nn.Module):
         self.feature_channels, self.feature_size = shape.out_channels, shape.feature_size
         d = config.d_model
         self.proj = nn.Conv2d(shape.out_channels, d, kernel_size=1) if shape.out_channels != d else None
-        self.hsa = HSA(d, shape.feature_size, config.encoder_layers, config.num_heads, config.a_dim, config.h_dim,
-                       config.dropout, value_from_key=config.value_from_key,
-                       transpose_output=config.transpose_hsa_output, double_residual=config.double_residual)
+        self.hsa = HSA(d, feature_size=shape.feature_size, layers=config.encoder_layers, heads=config.num_heads,
+                       a_dim=config.a_dim, h_dim=config.h_dim, dropout=config.dropout,
+                       value_from_key=config.value_from_key, transpose_output=config.transpose_hsa_output,
+                       double_residual=config.double_residual)
         self.fusion = CosineMaskFusion(d)
-        self.pooling = AttentionPooling(d, config.num_heads)
-        self.decoder = CaptionDecoder(config.vocab_size, d, config.max_len, config.num_heads, config.decoder_layers,
-                                      config.dropout, learnable_positions=config.learnable_positions,
+        self.pooling = AttentionPooling(d, heads=config.num_heads)
+        self.decoder = CaptionDecoder(config.vocab_size, d=d, max_len=config.max_len, heads=config.num_heads,
+                                      layers=config.decoder_layers, dropout=config.dropout,
+                                      learnable_positions=config.learnable_positions,
                                       tie_embeddings=config.tie_embeddings, prenorm=config.prenorm)
 
     # ------------------------------------------------------------------ images
