@@ -112,7 +112,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (tests, smoke runs)
     checkpoint_every: int | None = None  # write last/ every this many steps; None: at the end of each epoch
     # torch CPU threads (torch.set_num_threads); None keeps torch's default. On a CPU shared with
-    # other processes, 1 is much faster than an oversubscribed default (measured 100 vs 13 samples/s).
+    # other processes, 1 is much faster than an oversubscribed default (benchmarks/RESULTS.md, lab notes).
     num_threads: int | None = None
 
 

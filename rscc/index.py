@@ -264,7 +264,7 @@ class Int8Codes:
 
     @classmethod
     def from_rows(cls, rows: torch.Tensor, chunk_rows: int = 512) -> "Int8Codes":
-        # small chunks stay in cache: 0.4 s per 100k rows of d = 2048 on one thread (3.5 s in 65k-row chunks)
+        # small chunks stay in cache: several times faster than 65k-row chunks (benchmarks/RESULTS.md)
         n, d = rows.shape
         codes = torch.empty((n, d), dtype=torch.int8)
         scales, residuals, norms = (torch.empty(n) for _ in range(3))
@@ -434,7 +434,7 @@ class GalleryIndex:
 
         ``prefilter`` (backend ``torch``): ``"int8"`` runs the exact search in two passes over
         8-bit codes of the gallery (:func:`int8_search`; same result, half the bytes of float16
-        read per query; the codes are made once, 0.4 s per 100k rows at d = 2048, and kept);
+        read per query; the codes are made once, on first use, and kept);
         ``"none"`` scores the stored rows directly (:func:`exact_search`); ``"auto"`` uses int8
         from the second search of a gallery of at least 16,384 rows with at most 8 queries, so
         that a one-off search (``rscc search``) does not pay for the codes."""
