@@ -1,0 +1,45 @@
+"""Every knob a user varies is a papermill parameter, and a rerun with other values writes beside."""
+import json
+
+import nbformat
+import pytest
+
+from rscc.experiments.profiles import KNOBS
+from rscc.experiments.reproduce import notebooks, run_notebook
+
+# the knobs each notebook reads (04 and 05 train sweeps, 06 locates their runs)
+EXPECTED = {
+    "01": {"pairs"}, "03": {"pairs", "epochs"}, "05": {"backbones", "seeds", "pairs", "epochs"},
+    "06": {"thetas", "fn_modes", "seeds", "backbones", "pairs", "epochs"}, "07": {"pairs"},
+}
+
+
+def _parameters(nb_path):
+    nb = nbformat.read(nb_path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    names = {line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line and not line.startswith("#")}
+    return names, "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("number", sorted(EXPECTED))
+def test_the_notebook_declares_its_knobs_and_passes_them_to_customise(number):
+    (path,) = notebooks([number])
+    names, code = _parameters(path)
+    assert {"profile", "out"} | EXPECTED[number] <= names
+    assert "customise(" in code
+    for knob in EXPECTED[number] - {"epochs"} if number == "03" else EXPECTED[number]:
+        assert f"{knob}={knob}" in code, knob
+    assert EXPECTED[number] <= set(KNOBS)
+
+
+@pytest.mark.slow
+def test_papermill_parameters_reach_the_notebook_and_its_outputs_go_to_out(tmp_path):
+    (path,) = notebooks(["01"])
+    out = tmp_path / "rerun"
+    executed = run_notebook(path, tmp_path / "executed", {"profile": "smoke", "pairs": 24, "out": str(out)})
+    assert (out / "figures" / "01_example_pairs.png").stat().st_size > 0
+    text = json.dumps(nbformat.read(executed, as_version=4).cells[-1].get("outputs", []))
+    assert "checks passed" in text
+    summary = [c for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code"
+               and c.source.startswith("summary = analysis.split_summary")][0]
+    assert "synthetic LEVIR-CC (24 pairs, 64 px)" in summary.outputs[0]["data"]["text/plain"]
