@@ -160,6 +160,14 @@ def test_the_colab_cell_body_runs_only_with_google_colab_imported(tmp_path, monk
                      ("colab_setup", "/content/rscc"), ("chdir", "/content/rscc/notebooks")]
 
 
+def test_rscc_links_imports_only_the_standard_library():
+    """The Colab cell imports rscc.links from the fresh clone, before any dependency is installed."""
+    code = ("import sys, rscc.links; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'numpy', 'pandas', 'yaml', 'packaging', 'nbformat'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def _fake_clone(tmp_path: Path) -> Path:
     clone = tmp_path / "rscc"
     (clone / "binder").mkdir(parents=True)
