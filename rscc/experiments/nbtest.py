@@ -19,7 +19,8 @@ MARK = "# NBVAL_CHECK_OUTPUT"
 
 def refresh_checked_outputs(only: list[str] | None = None) -> None:
     """Execute each notebook with the smoke profile and store, in the notebook itself, the outputs
-    of the cells marked for nbval (and nothing else: other cells stay without outputs)."""
+    of the cells marked for nbval; every other cell keeps the outputs it has (the published
+    quick-profile results, see reproduce.publish)."""
     import nbformat
 
     out_dir = REPO_ROOT / "runs" / "nbtest-refresh"
@@ -27,10 +28,7 @@ def refresh_checked_outputs(only: list[str] | None = None) -> None:
         executed = nbformat.read(run_notebook(nb_path, out_dir, {"profile": "smoke"}), as_version=4)
         checked = [c for c in executed.cells if c.cell_type == "code" and c.source.startswith(MARK)]
         source = nbformat.read(nb_path, as_version=4)
-        cells = [c for c in source.cells if c.cell_type == "code"]
-        marked = [c for c in cells if c.source.startswith(MARK)]
-        for cell in cells:
-            cell.outputs, cell.execution_count = [], None
+        marked = [c for c in source.cells if c.cell_type == "code" and c.source.startswith(MARK)]
         for cell, done in zip(marked, checked):
             cell.outputs, cell.execution_count = done.outputs, done.execution_count
         nbformat.write(source, nb_path)

@@ -1,7 +1,10 @@
 """`make reproduce`: run the numbered notebooks in order with papermill.
 
 Executed copies go to ``runs/notebooks/``; the notebooks themselves write ``figures/`` and
-``results/``. A failing cell stops the run and names the notebook and the cell. Trainings whose
+``results/``. On the default run (the quick profile with the notebooks' own parameters) each
+executed notebook is also published: written back over ``notebooks/NN_*.ipynb`` with its outputs,
+so the repository page, nbviewer and Colab show the results that ``figures/`` and ``results/`` hold
+(:func:`publish`). A failing cell stops the run and names the notebook and the cell. Trainings whose
 saved configuration and metrics are complete are reused, so an interrupted run restarts where it
 stopped."""
 from __future__ import annotations
@@ -13,7 +16,9 @@ from pathlib import Path
 
 from rscc.errors import RsccError
 from rscc.experiments.profiles import get_profile
-from rscc.paths import REPO_ROOT
+from rscc.paths import REPO_ROOT, atomic_write
+
+PUBLISHED_PROFILE = "quick"  # the profile whose outputs the committed notebooks carry
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -43,6 +48,24 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, prepare_only: bool
     return target
 
 
+def publish(executed: Path, notebook: Path) -> int:
+    """Write the outputs of ``executed`` (a papermill run of ``notebook``) into ``notebook``: the
+    cell papermill injected is dropped (the notebook keeps its own parameters cell) and so are
+    papermill's per-cell timings, so a rerun changes the file only where a result changed.
+    Returns the size of the written notebook in bytes."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nb.metadata.pop("papermill", None)
+    with atomic_write(notebook) as f:
+        nbformat.write(nb, f)
+    return notebook.stat().st_size
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rscc.experiments.reproduce", description=__doc__)
     parser.add_argument("--profile", default="quick", help="smoke | quick | paper")
@@ -54,11 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         get_profile(args.profile, data=args.data, device=args.device)  # fail fast on a missing dataset
         params = {"profile": args.profile, "data": args.data, "device": args.device}
         out_dir = REPO_ROOT / "runs" / "notebooks"
+        published = args.profile == PUBLISHED_PROFILE and args.data is None
         for nb in notebooks(args.only):
             start = time.time()
             print(f"==> {nb.name} ({args.profile} profile)", flush=True)
-            run_notebook(nb, out_dir, params)
-            print(f"    done in {time.time() - start:.0f} s -> {out_dir / nb.name}", flush=True)
+            executed = run_notebook(nb, out_dir, params)
+            print(f"    done in {time.time() - start:.0f} s -> {executed}", flush=True)
+            if published:
+                size = publish(executed, nb)
+                print(f"    published with its outputs -> notebooks/{nb.name} ({size / 1e3:.0f} kB)", flush=True)
     except RsccError as exc:
         print(f"reproduce: error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,42 @@
+"""make reproduce publishes the executed notebooks: outputs kept, papermill's injection and timings not."""
+import nbformat
+
+from rscc.experiments.nbtest import MARK
+from rscc.experiments.reproduce import publish, run_notebook
+
+
+def _notebook(path):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('n = 2')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# demo"), params, nbformat.v4.new_code_cell("print(n * 21)"),
+                nbformat.v4.new_code_cell(f"{MARK}\nprint('fixed')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_published_notebook_has_the_outputs_and_its_own_parameters_only(tmp_path):
+    source = _notebook(tmp_path / "01_demo.ipynb")
+    executed = run_notebook(source, tmp_path / "executed", {"n": 2})
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nbformat.read(executed, 4).cells)
+    size = publish(executed, source)
+    nb = nbformat.read(source, as_version=4)
+    assert size == source.stat().st_size
+    assert [c.source for c in nb.cells] == ["# demo", "n = 2", "print(n * 21)", f"{MARK}\nprint('fixed')"]
+    assert nb.cells[2].outputs[0]["text"] == "42\n"
+    assert "papermill" not in nb.metadata and not any("papermill" in c.metadata for c in nb.cells)
+    nbformat.validate(nb)
+
+
+def test_refresh_keeps_the_published_outputs_of_unmarked_cells(tmp_path, monkeypatch):
+    from rscc.experiments import nbtest
+
+    source = _notebook(tmp_path / "01_demo.ipynb")
+    publish(run_notebook(source, tmp_path / "executed", {"n": 2}), source)
+    monkeypatch.setattr(nbtest, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(nbtest, "notebooks", lambda only=None: [source])
+    monkeypatch.setattr(nbtest, "run_notebook", lambda path, out, params: run_notebook(path, out, {"n": 2}))
+    nbtest.refresh_checked_outputs()
+    nb = nbformat.read(source, as_version=4)
+    assert nb.cells[2].outputs[0]["text"] == "42\n" and nb.cells[3].outputs[0]["text"] == "fixed\n"
