@@ -14,6 +14,7 @@ from rscc.data.synth import (
     LEVIR_SPLIT_SIZES,
     STOCK_SHARE,
     STOCK_SHARE_HIGH,
+    captions,
     default_root,
     encode_png,
     ensure_synthetic,
@@ -23,6 +24,7 @@ from rscc.data.synth import (
     plan,
     split_sizes,
     stock_sentences,
+    writer,
 )
 from rscc.errors import DatasetError
 
@@ -161,16 +163,16 @@ _LOCATION_WORDS = {"top", "bottom", "left", "right", "upper", "lower", "center",
 
 
 def test_no_stock_sentence_names_a_location():
-    sentences = [s for kind in synth._STOCK.values() for s, _ in kind]
+    sentences = [s for kind in captions._STOCK.values() for s, _ in kind]
     assert not [s for s in sentences if _LOCATION_WORDS & set(s.split())]
 
 
 def test_stock_sentences_that_state_a_count_are_allowed_only_for_that_count():
     numbers = {"a": 1, "two": 2, "three": 3}
-    for kind in synth._STOCK.values():
+    for kind in captions._STOCK.values():
         for sentence, conditions in kind:
             first, second = sentence.split()[:2]
-            if first in numbers and second in set(synth._SINGULAR.values()) | set(synth._SINGULAR):
+            if first in numbers and second in set(captions._SINGULAR.values()) | set(captions._SINGULAR):
                 assert conditions["count"] == (numbers[first], numbers[first]), sentence
 
 
@@ -209,6 +211,39 @@ def test_cli_passes_the_stock_share(tmp_path, capsys):
                  "--stock-share", "0.9"]) == 0
     assert json.loads((tmp_path / "levir" / "synth.json").read_text())["stock_share"] == 0.9
     assert "stock share 0.9" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- the change-kind registry
+def test_change_kind_weights_sum_to_one():
+    assert sum(k.weight for k in synth.CHANGE_KINDS.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kind", list(synth.CHANGE_KINDS))
+def test_every_change_kind_can_be_placed_and_has_a_before_layout(kind):
+    from rscc.data.synth.before import before_scene
+    from rscc.data.synth.changes import apply_change
+
+    made = []
+    for i in range(30):
+        rng = np.random.default_rng([0, 2, i])
+        region = [None, "top", "left", "bottom right", "center"][i % 5]
+        result = apply_change(rng, kind, region, before_scene(rng, kind, region))
+        if result is not None:
+            made.append(result[1].kind)
+    assert made and set(made) <= {kind, "houses"}  # houses in woods are captioned as houses
+
+
+def test_every_unchanged_look_has_a_before_layout():
+    from rscc.data.synth.before import BEFORE, STILL_LOOKS
+
+    assert set(STILL_LOOKS) <= set(BEFORE) and sum(STILL_LOOKS.values()) == pytest.approx(1.0)
+
+
+def test_an_unknown_change_kind_is_an_error_naming_the_kinds():
+    from rscc.data.synth.changes import apply_change
+
+    with pytest.raises(ValueError, match="unknown change kind 'flood'.*houses"):
+        apply_change(np.random.default_rng(0), "flood", None, synth.Scene(ground="bare"))
 
 
 # ----------------------------------------------------------------------------- truthfulness
@@ -307,7 +342,7 @@ def test_a_failed_run_leaves_no_dataset_and_no_temporary_folder(tmp_path, monkey
             raise OSError("disk full")
         path.write_bytes(encode_png(rgb))
 
-    monkeypatch.setattr(synth, "_write_png", flaky)
+    monkeypatch.setattr(writer, "_write_png", flaky)
     with pytest.raises(OSError, match="disk full"):
         make_synthetic(tmp_path / "levir", 8, size=64, progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -316,7 +351,7 @@ def test_a_failed_run_leaves_no_dataset_and_no_temporary_folder(tmp_path, monkey
 def test_a_failed_rerun_keeps_the_previous_dataset(tmp_path, monkeypatch):
     root = make_synthetic(tmp_path / "levir", 4, size=64, progress=False)
     before = _files(root)
-    monkeypatch.setattr(synth, "_write_png", lambda path, rgb: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(writer, "_write_png", lambda path, rgb: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         make_synthetic(root, 6, size=64, progress=False)
     assert _files(root) == before
@@ -325,7 +360,7 @@ def test_a_failed_rerun_keeps_the_previous_dataset(tmp_path, monkeypatch):
 
 def test_ensure_synthetic_reuses_a_dataset_made_with_the_same_parameters(tmp_path, monkeypatch):
     root = ensure_synthetic(tmp_path / "levir", 4, size=64, seed=2, progress=False)
-    monkeypatch.setattr(synth, "make_synthetic", lambda *a, **k: pytest.fail("regenerated"))
+    monkeypatch.setattr(writer, "make_synthetic", lambda *a, **k: pytest.fail("regenerated"))
     assert ensure_synthetic(root, 4, size=64, seed=2, progress=False) == root
 
 
