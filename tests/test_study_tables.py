@@ -37,12 +37,28 @@ def test_ablation_overrides_set_the_mode_theta_and_seed_of_the_training(smoke):
     assert (config.loss.fn_mode, config.loss.theta, config.train.seed) == ("fne", entry["theta"], entry["seed"])
 
 
-def test_backbone_plan_shrinks_every_preset_but_cpu_tiny_with_the_backbone_overrides(smoke):
-    plan = {entry["preset"]: entry for entry in backbone_plan(smoke)}
-    assert plan["cpu-tiny"]["overrides"] == smoke.sweep_overrides
+def test_backbone_plan_shrinks_the_paper_presets_and_keeps_the_cpu_sized_ones(smoke):
+    plan = {entry["backbone"]: entry for entry in backbone_plan(smoke)}
+    seed = f"train.seed={smoke.seeds[0]}"
+    assert plan["cpu-tiny"]["overrides"] == smoke.sweep_overrides + [seed]
     rn50 = run_config(smoke, plan["paper-rn50"]["overrides"], "paper-rn50")
     assert rn50.model.freeze_backbone and rn50.model.pretrained is None
     assert rn50.loss.sentence_model == run_config(smoke).loss.sentence_model
+    imagenet = run_config(smoke, plan["mobilenet-v2-imagenet"]["overrides"], "mobilenet-v2-imagenet")
+    random = run_config(smoke, plan["mobilenet-v2-imagenet:random"]["overrides"], "mobilenet-v2-imagenet")
+    assert imagenet.model.pretrained == "imagenet" and random.model.pretrained is None
+    assert imagenet.model.backbone == random.model.backbone
+    assert plan["mobilenet-v2-imagenet:random"]["name"] == f"05_backbones/mobilenet-v2-imagenet-random-seed{smoke.seeds[0]}"
+
+
+def test_backbone_plan_trains_every_backbone_with_every_seed_seeds_outer():
+    quick = dataclasses.replace(get_profile("quick"), seeds=[1, 2, 3])
+    plan = backbone_plan(quick)
+    assert [e["seed"] for e in plan] == [s for s in (1, 2, 3) for _ in quick.backbones]
+    assert [e["backbone"] for e in plan[:len(quick.backbones)]] == quick.backbones
+    assert len({e["name"] for e in plan}) == len(plan)
+    for e in plan:
+        assert run_config(quick, e["overrides"], e["preset"]).train.seed == e["seed"]
 
 
 def test_quick_profile_ablation_of_the_presets_own_setting_is_the_cpu_tiny_backbone_run():

@@ -90,7 +90,8 @@ PROFILES = {
         preset="cpu-tiny", synth_pairs=60, synth_size=64,
         overrides=_SMOKE_MODEL + ["train.epochs=1", "train.batch_size=8", "data.synth_pairs=60", "data.synth_size=64"],
         threads=1,
-        thetas=[0.8, 1.0], fn_modes=["none", "fne", "fna"], seeds=[42], backbones=["cpu-tiny", "paper-rn50"],
+        thetas=[0.8, 1.0], fn_modes=["none", "fne", "fna"], seeds=[42],
+        backbones=["cpu-tiny", "paper-rn50", "mobilenet-v2-imagenet:random", "mobilenet-v2-imagenet"],
         backbone_overrides=_CPU_BACKBONE + _SMOKE_MODEL, similarity_pairs=100,
     ),
     # make reproduce: < 30 min on a 2-core CPU. The dataset is 3,000 synthetic pairs at 128 px
@@ -112,9 +113,11 @@ PROFILES = {
         # changed-pair CIDEr-D in 2 epochs (batch 32 at 5e-4: below it); ~90 s per training
         sweep_overrides=["data.synth_pairs=1000", "train.epochs=2", "train.batch_size=16", "train.lr=1e-3"],
         thetas=[0.6, 0.8, 1.0], fn_modes=["none", "fne", "fna"], seeds=[42],
-        # a frozen random RN50 at 128 px would add ~3.5 min (measured 118 ms per image on 1 loaded
-        # thread for its feature cache, 2,000 images, plus its training): over the budget
-        backbones=["cpu-tiny"], backbone_overrides=_CPU_BACKBONE + ["model.image_size=128"],
+        # notebook 05: the same head on frozen, cached features of random, ImageNet and aerial weights
+        # (MobileNetV2 random vs ImageNet isolates the weights; cpu-tiny is the main run's backbone)
+        backbones=["cpu-tiny", "mobilenet-v2-imagenet:random", "mobilenet-v2-imagenet", "efficientnet-lite0-imagenet",
+                   "geoembed-aerial"],
+        backbone_overrides=_CPU_BACKBONE + ["model.image_size=128"],
     ),
     "paper": dict(
         preset="paper-rn50", synth_pairs=0, synth_size=256, overrides=[],

@@ -143,15 +143,32 @@ def ablation_plan(profile: Profile) -> list[dict]:
     return plan
 
 
+RANDOM_WEIGHTS = ":random"  # "<preset>:random": the preset's architecture with random weights
+
+
 def backbone_plan(profile: Profile) -> list[dict]:
-    """The trainings of the backbone comparison (notebook 05): one per preset of
-    ``profile.backbones``: for every preset but cpu-tiny ``profile.backbone_overrides`` (the quick
-    profile uses them to shrink the paper presets to a frozen backbone and cpu-tiny's head), then
-    the profile's ``sweep_overrides`` (last, so every backbone trains like the ablation).
-    Each entry: name (``05_backbones/<preset>``), preset, overrides."""
-    return [{"name": f"05_backbones/{preset}", "preset": preset,
-             "overrides": ([] if preset == "cpu-tiny" else list(profile.backbone_overrides)) + list(profile.sweep_overrides)}
-            for preset in profile.backbones]
+    """The trainings of the backbone comparison (notebook 05): one per backbone of
+    ``profile.backbones`` and seed of ``profile.seeds``, seeds outer (two workers start on two
+    different backbones, so each pretrained feature cache is computed once and then shared by the
+    seeds). ``<preset>:random`` is the preset with ``model.pretrained=null``: the same
+    architecture with random weights, the comparison that isolates the weights. The paper
+    presets (fine-tuned backbones) get ``profile.backbone_overrides`` first (the quick profile
+    shrinks them to a frozen backbone under cpu-tiny's head); the CPU-sized presets (frozen) are
+    used as they are; then the profile's ``sweep_overrides`` (so every backbone trains like the
+    ablation) and the seed. Each entry: name (``05_backbones/<backbone>-seed<seed>``), backbone,
+    preset, seed, overrides."""
+    from rscc.config import load_preset
+
+    plan = []
+    for seed in profile.seeds:
+        for backbone in profile.backbones:
+            preset, _, variant = backbone.partition(":")
+            overrides = [] if load_preset(preset).model.freeze_backbone else list(profile.backbone_overrides)
+            overrides += ["model.pretrained=null"] if f":{variant}" == RANDOM_WEIGHTS else []
+            plan.append({"name": f"05_backbones/{backbone.replace(':', '-')}-seed{seed}", "backbone": backbone,
+                         "preset": preset, "seed": seed,
+                         "overrides": overrides + list(profile.sweep_overrides) + [f"train.seed={seed}"]})
+    return plan
 
 
 def run_config(profile: Profile, overrides: list[str] = (), preset: str | None = None) -> RunConfig:
