@@ -143,9 +143,10 @@ def _load_pretrained(net: nn.Module, spec: BackboneSpec, config: ModelConfig) ->
     source, name = config.pretrained, spec.name
     if source is None:
         if not spec.random_by_design:
-            where = "; ".join(w.where.format(name=name) for w in spec.weights.values())
+            offers = "; ".join(f"model.pretrained={tag} ({weights.where.format(name=name)})"
+                               for tag, weights in spec.weights.items())
             warnings.warn(f"model.pretrained is null: the {name} backbone keeps its random initialisation; "
-                          f"{where or 'set model.pretrained to a local weight file'}", stacklevel=3)
+                          f"pretrained weights: {offers or 'model.pretrained=/path/to/a/weight/file'}", stacklevel=3)
         return
     if source in spec.weights:
         weights = spec.weights[source]
