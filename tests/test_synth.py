@@ -206,6 +206,13 @@ def test_default_root_names_a_share_other_than_the_default():
     assert default_root(100, 64, 0, stock_share=0.9).name == "synthetic-100-64-0-stock0.9"
 
 
+def test_cli_help_states_the_default_and_high_stock_shares(capsys):
+    with pytest.raises(SystemExit):
+        main(["synth", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"default {STOCK_SHARE}:" in help_text and f"{STOCK_SHARE_HIGH}: most changed pairs" in help_text
+
+
 def test_cli_passes_the_stock_share(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "levir"), "--pairs", "4", "--size", "64", "--quiet",
                  "--stock-share", "0.9"]) == 0
@@ -394,9 +401,9 @@ def test_plot_pairs_draws_one_panel_per_pair_and_saves(dataset, tmp_path):
 
 # Every file of an 8-pair, 32 px dataset made with seed 0, as the generator wrote it before it was
 # split into a subpackage: the split (and any later refactoring) must keep these bytes. The two
-# JSON files changed once since (generator version 2: stock sentences in the captions); no image did.
+# JSON files changed since (generator versions 2 and 3: stock sentences in the captions); no image did.
 PINNED_SHA256 = {
-    'LevirCCcaptions.json': '7dd44030025d1f8e235d8b4dc780ccef12719c2dd135a9fb2529c8d868bd9efc',
+    'LevirCCcaptions.json': '5441fe5b328bca1103fda03dcb2e1c88727ce8d5adb5897be4fd5ee8d4d5b8e7',
     'images/test/A/test_000001.png': '4befb741319bb60213c5f70286b7fec1a77bb8b21a9ef95e26d22705d9a4d0b4',
     'images/test/A/test_000002.png': '50448cc333037011c76af3f3b3b4afbd1660e5f0c4b4eae3756f21f2d84d6472',
     'images/test/B/test_000001.png': '090e377b2d6f5f4c51ff4bf57b00657445ca26db1a4c3ab93b6e8b5ba20f805f',
@@ -413,7 +420,7 @@ PINNED_SHA256 = {
     'images/train/B/train_000009.png': '7d49f97d49a83da1d8745712139f27bf334ad8429db5b9db636c320d5eacb25c',
     'images/val/A/val_000001.png': 'de220aa8daa3593cd47ed80e7278306abd5773b057d46e1f497f0c76603928f5',
     'images/val/B/val_000001.png': '1f5f232cac6f5a4dd8b3e4fc7283b34fdc2c85aa7afb4f8e4497b9d25565f090',
-    'synth.json': 'ba831fae20728c8ccf03590c17cf1a01bc6989dc22ecd1bc5103eb68ba7a531d',
+    'synth.json': '13e00de89ad5323881a896f467a3f47054831f9faefd81b96702ab556f8a87ed',
 }
 
 

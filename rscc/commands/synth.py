@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--stock-share", type=float, default=None, metavar="P",
                         help="how often changed pairs' captions are stock sentences that recur across pairs, 0..1 "
-                        "(default 0.23: LEVIR-CC train's recurrence; 0.9: most changed pairs share a handful of "
+                        "(default 0.25: LEVIR-CC train's recurrence; 1.0: most changed pairs share a handful of "
                         "stock sentences); images do not depend on it")
     parser.add_argument("--if-missing", action="store_true",
                         help="do nothing when OUT already holds a dataset made with the same parameters")

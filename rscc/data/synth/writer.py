@@ -18,7 +18,8 @@ from rscc.data.synth.png import encode_png
 from rscc.errors import DatasetError
 
 MARKER_FILE = "synth.json"
-GENERATOR_VERSION = 2  # 2: stock sentences and synonyms in the captions (images unchanged)
+# 2: stock sentences and synonyms in the captions; 3: the stock share weighted by caption position (images unchanged)
+GENERATOR_VERSION = 3
 LEVIR_SPLIT_SIZES = {"train": 6815, "val": 1333, "test": 1929}  # of 10,077 (METHOD §1.1)
 
 # ----------------------------------------------------------------------------- the dataset
