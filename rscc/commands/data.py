@@ -11,8 +11,12 @@ def register(subparsers) -> None:
 
     stats = sub.add_parser(
         "stats",
-        help="pairs, changed pairs, vocabulary size and caption lengths per split",
-        description="PATH is a dataset root or a captions JSON alone.",
+        help="pairs, vocabulary, caption lengths, caption recurrence and false negatives per batch",
+        description="PATH is a dataset root or a captions JSON alone. Per split: pairs, changed pairs and "
+        "caption lengths; among changed pairs, the share whose first caption another pair shares, the share "
+        "of the three most frequent first captions, and the share of captions that recur word for word; and, "
+        "for a training batch of the split, the expected number of (pair, caption) samples that have a false "
+        "negative (another pair's caption with similarity >= theta) and of false-negative pairs.",
     )
     stats.add_argument("path", help="LEVIR-CC root (holding LevirCCcaptions.json) or the JSON itself")
     stats.add_argument("--rule", default="authors", choices=["authors", "train"], help="vocabulary rule")
@@ -28,7 +32,8 @@ def register(subparsers) -> None:
                        "(default: the bundled all-MiniLM-L6-v2)")
     stats.add_argument("--tolerance", type=float, default=None,
                        help="sentence similarity counts from theta - tolerance (default: loss.theta_tolerance)")
-    stats.add_argument("--split", default="train", help="the split whose batches are counted (default train)")
+    stats.add_argument("--split", default="train", choices=["train", "val", "test"],
+                       help="the split whose batches are counted (default train)")
     stats.set_defaults(func=run_stats)
 
     check = sub.add_parser(
