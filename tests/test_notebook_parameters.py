@@ -9,7 +9,7 @@ from rscc.experiments.reproduce import notebooks, run_notebook
 
 # the knobs each notebook reads (04 and 05 train sweeps, 06 locates their runs)
 EXPECTED = {
-    "01": {"pairs"}, "03": {"pairs", "epochs"}, "05": {"backbones", "seeds", "pairs", "epochs"},
+    "01": {"pairs"}, "03": {"pairs", "epochs"}, "04": {"thetas", "fn_modes", "seeds", "pairs", "epochs"}, "05": {"backbones", "seeds", "pairs", "epochs"},
     "06": {"thetas", "fn_modes", "seeds", "backbones", "pairs", "epochs"}, "07": {"pairs"},
 }
 

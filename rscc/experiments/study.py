@@ -47,7 +47,9 @@ def is_complete(run_dir: str | Path, config: RunConfig) -> bool:
     """True when ``run_dir`` holds a finished training of exactly ``config`` and its evaluation.
 
     Judged by content, not by a file's existence: the saved config must have the same digest,
-    metrics.json must parse, record that digest, and be newer than the weights it evaluated."""
+    metrics.json must parse, record that digest, and be newer than the weights it evaluated; the
+    per-pair scores the study's intervals read (``eval/per_pair.jsonl``) must be there too (an
+    evaluation from before they were written is done again)."""
     run_dir = Path(run_dir)
     try:
         saved = RunConfig.load(run_dir / "config.yaml")
@@ -58,7 +60,7 @@ def is_complete(run_dir: str | Path, config: RunConfig) -> bool:
     if not isinstance(metrics, dict) or config_digest(saved) != digest or metrics.get("config_sha256") != digest:
         return False
     weights = [p for p in (run_dir / "best" / "weights.safetensors", run_dir / "last" / "weights.safetensors") if p.exists()]
-    if not weights:
+    if not weights or not (run_dir / "eval" / "per_pair.jsonl").is_file():
         return False
     return metrics_path(run_dir).stat().st_mtime >= max(p.stat().st_mtime for p in weights)
 
@@ -128,15 +130,16 @@ def train_and_evaluate(profile: Profile, name: str, overrides: list[str] = (), p
 def ablation_plan(profile: Profile) -> list[dict]:
     """The trainings of the false-negative ablation (notebook 04): ``none`` once per seed (it does
     not depend on θ), ``fne`` and ``fna`` at every θ of the profile, for every seed, each with the
-    profile's ``sweep_overrides``. Each entry:
+    profile's ``sweep_overrides`` then ``ablation_overrides``. Each entry:
     name (``04_ablation/<mode>[-theta<θ>]-seed<seed>``), fn_mode, theta (None for none), seed,
     overrides."""
-    plan = []
-    for seed in profile.seeds:
-        for mode in profile.fn_modes:
-            for theta in ([None] if mode == "none" else profile.thetas):
+    plan = []  # seeds inner: the first trainings of a pool differ in seed, so build different feature caches
+    for mode in profile.fn_modes:
+        for theta in ([None] if mode == "none" else profile.thetas):
+            for seed in profile.seeds:
                 tag = mode if theta is None else f"{mode}-theta{theta:g}"
-                overrides = list(profile.sweep_overrides) + [f"loss.fn_mode={mode}", f"train.seed={seed}"]
+                overrides = list(profile.sweep_overrides) + list(profile.ablation_overrides)
+                overrides += [f"loss.fn_mode={mode}", f"train.seed={seed}"]
                 overrides += [] if theta is None else [f"loss.theta={theta}"]
                 plan.append({"name": f"04_ablation/{tag}-seed{seed}", "fn_mode": mode, "theta": theta, "seed": seed,
                              "overrides": overrides})
@@ -283,7 +286,8 @@ def false_negatives_per_batch(profile: Profile, batch_size: int | None = None, b
     from rscc.losses import false_negative_mask
     from rscc.train import similarity_inputs
 
-    config = run_config(profile, list(profile.sweep_overrides) + ["loss.fn_mode=fne"])  # as the ablation trains
+    config = run_config(profile, list(profile.sweep_overrides) + list(profile.ablation_overrides)
+                        + ["loss.fn_mode=fne"])  # as the ablation trains
     batch_size = batch_size or config.train.batch_size
     from rscc.evaluate import data_root
 

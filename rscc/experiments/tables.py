@@ -203,3 +203,17 @@ def weights_label(model_config) -> str:
     from rscc.model.backbones import weights_label
 
     return weights_label(model_config)
+
+
+# ----------------------------------------------------------------------------- notebook 04
+def above_chance_table(table: pd.DataFrame, by: str, metric: str = "text→pair R@10 changed",
+                       chance: str = "chance R@10 changed") -> pd.DataFrame:
+    """Per value of ``by``: ``metric`` over the seeds with its 95 % t-interval, the chance level
+    (the same for every run of one test split), the ratio, and whether the interval excludes it."""
+    from rscc.experiments.compare import setting_intervals
+
+    result = setting_intervals(table, by, [metric]).set_index(by)
+    result["chance"] = table.groupby(by, sort=False)[chance].mean()
+    result["× chance"] = result[metric] / result["chance"]
+    result["above chance"] = result[f"{metric} low"] > result["chance"]
+    return result

@@ -1,0 +1,87 @@
+"""Notebook 04's plans (diagnosis, ablation with its own overrides), the parallel plan runner, and
+its table and figure helpers."""
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from rscc.experiments import tables
+from rscc.experiments.profiles import get_profile
+from rscc.experiments.study import (DIAGNOSIS_SETTINGS, ablation_plan, diagnosis_plan, is_complete, run_config,
+                                    run_plan)
+
+
+@pytest.fixture
+def smoke(tmp_path):
+    return get_profile("smoke", runs_dir=tmp_path / "runs")
+
+
+def test_diagnosis_trains_every_setting_with_every_seed_without_false_negative_handling(smoke):
+    plan = diagnosis_plan(dataclasses.replace(smoke, seeds=[1, 2, 3]))
+    assert [(e["setting"], e["seed"]) for e in plan] == [(s, seed) for s in DIAGNOSIS_SETTINGS for seed in (1, 2, 3)]
+    assert plan[0]["name"] == "04_diagnosis/authors-seed1"
+    for entry in plan:
+        loss = run_config(smoke, entry["overrides"]).loss
+        assert loss.fn_mode == "none"
+        assert loss.symmetric == ("symmetric" in entry["setting"])
+        assert loss.learnable_temperature == ("learnable-temperature" in entry["setting"])
+        assert loss.temperature == 0.01
+
+
+def test_the_authors_setting_of_the_diagnosis_is_their_loss_as_it_is(smoke):
+    entry = diagnosis_plan(smoke, settings=["authors"])[0]
+    loss = run_config(smoke, entry["overrides"]).loss
+    assert (loss.symmetric, loss.learnable_temperature, loss.temperature) == (False, False, 0.01)
+
+
+def test_ablation_overrides_come_after_the_sweep_overrides_and_before_mode_and_seed(smoke):
+    profile = dataclasses.replace(smoke, ablation_overrides=["loss.learnable_temperature=true", "train.batch_size=4"])
+    for entry in ablation_plan(profile):
+        n = len(profile.sweep_overrides)
+        assert entry["overrides"][n:n + 2] == profile.ablation_overrides
+        config = run_config(profile, entry["overrides"])
+        assert (config.loss.learnable_temperature, config.train.batch_size) == (True, 4)
+
+
+def test_the_quick_ablation_has_three_seeds_and_seeds_inner():
+    quick = get_profile("quick")
+    plan = ablation_plan(quick)
+    assert len(quick.seeds) >= 3 and quick.workers == 2
+    assert [e["seed"] for e in plan[:3]] == quick.seeds  # two workers start on two different feature caches
+
+
+@pytest.mark.slow
+def test_run_plan_trains_the_missing_runs_two_at_a_time_and_then_reuses_them(smoke):
+    plan = [dict(e, overrides=e["overrides"] + ["train.max_steps=2"]) for e in ablation_plan(smoke)[:2]]
+    done, located = run_plan(smoke, plan, workers=2, meteor=False, progress=False)
+    assert [e["name"] for e in located] == [e["name"] for e in plan]
+    for entry in located:
+        assert is_complete(smoke.run_dir(entry["name"]), run_config(smoke, entry["overrides"]))
+        assert done[entry["name"]]["pairs"] > 0
+        assert (smoke.run_dir(entry["name"]) / "eval" / "per_pair.jsonl").is_file()
+    weights = {e["name"]: (smoke.run_dir(e["name"]) / "last" / "weights.safetensors").stat().st_mtime for e in located}
+    again, _ = run_plan(smoke, plan, workers=2, meteor=False, progress=False)
+    assert {n: m["config_sha256"] for n, m in again.items()} == {n: m["config_sha256"] for n, m in done.items()}
+    assert {e["name"]: (smoke.run_dir(e["name"]) / "last" / "weights.safetensors").stat().st_mtime
+            for e in located} == weights  # reused, not trained again
+
+
+def test_above_chance_table_says_whether_the_seed_interval_excludes_chance():
+    table = pd.DataFrame({"setting": ["a"] * 3 + ["b"] * 3, "text→pair R@10 changed": [20.0, 21.0, 22.0, 10.0, 30.0, 20.0],
+                          "chance R@10 changed": [16.0] * 6})
+    result = tables.above_chance_table(table, "setting")
+    assert result.loc["a", "text→pair R@10 changed"] == 21.0
+    assert result.loc["a", "× chance"] == pytest.approx(21 / 16)
+    assert bool(result.loc["a", "above chance"]) and not bool(result.loc["b", "above chance"])
+    assert result.loc["a", "text→pair R@10 changed low"] == pytest.approx(21 - 4.302653 / 3 ** 0.5, abs=1e-4)
+
+
+def test_plot_effects_draws_one_panel_per_metric_with_a_row_per_setting():
+    from rscc.experiments.plots import plot_effects
+
+    effects = pd.DataFrame([
+        {"setting": s, "metric": m, "difference": d, "seeds low": d - 1, "seeds high": d + 1,
+         "pairs low": d - 0.5, "pairs high": d + 0.5} for s, d in (("fne", 1.0), ("fna", -2.0)) for m in ("x", "y")])
+    fig = plot_effects(effects, "setting", [("x", "X"), ("y", "Y")])
+    assert [ax.get_title() for ax in fig.axes] == ["X", "Y"]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["fna", "fne"]
