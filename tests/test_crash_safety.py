@@ -177,6 +177,7 @@ def study(tmp_path, monkeypatch):
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         metrics = {"split": "test", "captioning": {}}
         (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics))
+        (Path(out_dir) / "per_pair.jsonl").write_text('{"id": "p0", "changed": true, "CIDEr-D": 10.0}\n')
         return metrics
 
     monkeypatch.setattr(rscc.train, "train", fake_train)
