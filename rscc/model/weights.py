@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from torch import nn
 
 from rscc.errors import CheckpointError, ConfigError
 from rscc.model.registry import WeightSource
+from rscc.offline import offline_setting
 
 
 def torch_load_failure(exc: Exception) -> str:
@@ -82,10 +82,6 @@ def load_tower_file(net: nn.Module, path: Path, name: str, drop: tuple[str, ...]
 REMOTECLIP_REPO = "chendelong/RemoteCLIP"
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
-
-
 def remoteclip_file(name: str) -> tuple[Path | None, str]:
     """Path of ``RemoteCLIP-<name>.pt`` (the local cache only when offline; short metadata timeout),
     or (None, why not)."""
@@ -93,11 +89,11 @@ def remoteclip_file(name: str) -> tuple[Path | None, str]:
         from huggingface_hub import hf_hub_download
     except ImportError:
         return None, "huggingface_hub is not installed"
-    offline = _hub_offline()
+    offline = offline_setting()
     try:
-        path = hf_hub_download(REMOTECLIP_REPO, f"RemoteCLIP-{name}.pt", local_files_only=offline, etag_timeout=10)
+        path = hf_hub_download(REMOTECLIP_REPO, f"RemoteCLIP-{name}.pt", local_files_only=offline is not None, etag_timeout=10)
     except Exception as exc:  # noqa: BLE001 - offline, missing or unreachable: all mean "no weights"
-        why = "HF_HUB_OFFLINE is set and the file is not in the local cache" if offline else type(exc).__name__
+        why = f"{offline} is set and the file is not in the local cache" if offline else type(exc).__name__
         return None, why
     return Path(path), ""
 
