@@ -47,6 +47,7 @@ class Profile:
     ablation_overrides: list[str] = field(default_factory=list)
     diagnosis: list[str] = field(default_factory=list)  # settings of study.DIAGNOSIS_SETTINGS ([] = shown, not trained)
     output_dir: Path | None = None  # figures/ and results/ of a rerun with other parameters (see customise)
+    scaling_sizes: list[int] = field(default_factory=list)  # synthetic pairs per training, notebook 08 (data scaling)
 
     def run_dir(self, *parts: str) -> Path:
         return self.runs_dir / self.name / Path(*parts)
@@ -99,6 +100,7 @@ PROFILES = {
         diagnosis=["authors", "symmetric+learnable-temperature"],
         backbones=["cpu-tiny", "paper-rn50", "mobilenet-v2-imagenet:random", "mobilenet-v2-imagenet"],
         backbone_overrides=_CPU_BACKBONE + _SMOKE_MODEL, similarity_pairs=100,
+        scaling_sizes=[40, 80],
     ),
     # make reproduce: < 30 min on a 2-core CPU. The dataset is 3,000 synthetic pairs at 128 px
     # (2,029 train / 397 val / 574 test). The main run (notebook 03) trains 8 epochs of its 10,145
@@ -131,6 +133,9 @@ PROFILES = {
         backbones=["cpu-tiny", "mobilenet-v2-imagenet:random", "mobilenet-v2-imagenet", "efficientnet-lite0-imagenet",
                    "geoembed-aerial"],
         backbone_overrides=_CPU_BACKBONE + ["model.image_size=128"],
+        # notebook 08: the sweeps' training (2 epochs, none mode) on 125 to 1,000 synthetic pairs, all
+        # scored on the 1,000-pair set's test split; its three 1,000-pair runs are notebook 04's none runs
+        scaling_sizes=[125, 250, 500, 1000],
     ),
     "paper": dict(
         preset="paper-rn50", synth_pairs=0, synth_size=256, overrides=[],

@@ -357,3 +357,46 @@ def caption_examples(run_dir: str | Path, split: str = "val", changed: int = 6, 
              "in references": normalise_tokens(text) in {normalise_tokens(r) for r in p.raws}}
             for p, text in zip(chosen, generated)]
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- notebook 08: data scaling
+def scaling_plan(profile: Profile, sizes: list[int] | None = None) -> list[dict]:
+    """The trainings of the data-scaling study (notebook 08): one per size of
+    ``profile.scaling_sizes`` (or ``sizes``: synthetic pairs of the whole set, all three splits) and
+    seed, each the sweeps' training (``sweep_overrides`` then ``ablation_overrides``, fn_mode none:
+    notebook 04's ``none`` runs, which the size of the sweeps' own set reuses) with the same number
+    of epochs, so a bigger set also gets more optimisation steps. Largest sizes first, so that two
+    workers start on the longest trainings. Each entry: name (``08_scaling/pairs<N>-seed<seed>``),
+    pairs, seed, overrides."""
+    plan = []
+    for pairs in sorted(sizes or profile.scaling_sizes, reverse=True):
+        for seed in profile.seeds:
+            overrides = list(profile.sweep_overrides) + list(profile.ablation_overrides)
+            overrides += ["loss.fn_mode=none", f"train.seed={seed}", f"data.synth_pairs={int(pairs)}"]
+            plan.append({"name": f"08_scaling/pairs{int(pairs)}-seed{seed}", "pairs": int(pairs), "seed": seed,
+                         "overrides": overrides})
+    return plan
+
+
+def evaluate_on(profile: Profile, run_name: str, root: str | Path, meteor: bool = False,
+                progress: bool = False) -> tuple[Path, dict]:
+    """(folder, metrics): run ``run_name`` evaluated on the test split of the dataset at ``root``
+    (notebook 08 scores every training size on one test split). The folder holds
+    ``eval/metrics.json`` and ``eval/per_pair.jsonl`` (what :func:`rscc.experiments.compare.effects`
+    reads): the run itself when its own evaluation was of that split, else
+    ``<run>/test-of/<dataset folder name>``, written once and redone when the weights are newer."""
+    from rscc.evaluate import evaluate_run
+    from rscc.model.run import find_weights
+
+    run_dir, root = profile.run_dir(run_name), Path(root).absolute()
+    own = json.loads(metrics_path(run_dir).read_text())
+    if own.get("split") == "test" and Path(own.get("data", "")).absolute() == root:
+        return run_dir, own
+    folder = run_dir / "test-of" / root.name
+    path, weights = metrics_path(folder), find_weights(run_dir, "best")
+    if path.is_file() and (folder / "eval" / "per_pair.jsonl").is_file() and path.stat().st_mtime >= weights.stat().st_mtime:
+        return folder, json.loads(path.read_text())
+    with torch_threads(profile.threads):
+        metrics = evaluate_run(run_dir, data=root, split="test", out_dir=folder / "eval", meteor=meteor,
+                               progress=progress, device=profile.device)
+    return folder, metrics
