@@ -71,8 +71,8 @@ def measure(preset: str, batch: int, faithful: bool, warmup: int, steps: int, th
 
     from rscc.config import load_preset
     from rscc.feature_cache import backbone_is_static
-    from rscc.losses import ContrastiveLoss
-    from rscc.model.rsicrc import build_model, caption_loss
+    from rscc.losses import ContrastiveLoss, caption_loss
+    from rscc.model.rsicrc import build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rscc.config import ModelConfig
 from rscc.errors import CheckpointError, ConfigError
+from rscc.losses import caption_loss
 from rscc.model.backbones import Backbone, backbone_shape, build_backbone
 from rscc.model.decoder import CaptionDecoder, self_attention_mask, text_embedding
 from rscc.model.encoder import HSA, AttentionPooling, CosineMaskFusion, HSAAttention
@@ -33,7 +33,7 @@ class RSICRCOutput:
     vis_toks: torch.Tensor  # (s*s, B, d) visual tokens, sequence first
     logits: torch.Tensor  # (B, L, V)
     cross_attention: torch.Tensor  # (B, L, s*s), last multimodal layer, averaged over heads
-    cap_loss: torch.Tensor | None  # scalar, when labels are given
+    cap_loss: torch.Tensor | None  # scalar rscc.losses.caption_loss, when labels are given
 
 
 class RSICRC(nn.Module):
@@ -110,11 +110,6 @@ class RSICRC(nn.Module):
         text_emb, logits, weights = self._decode(input_ids, pad_mask, vis_toks)
         loss = caption_loss(logits, labels) if labels is not None else None
         return RSICRCOutput(vis_emb, text_emb, vis_toks, logits, weights, loss)
-
-
-def caption_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Token cross-entropy of logits[:, :-1] against labels[:, 1:] (−100 ignored), mean over tokens."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
 
 
 def build_model(config: ModelConfig, load_pretrained: bool = True, with_backbone: bool = True) -> RSICRC:
