@@ -48,6 +48,9 @@ class Profile:
     diagnosis: list[str] = field(default_factory=list)  # settings of study.DIAGNOSIS_SETTINGS ([] = shown, not trained)
     output_dir: Path | None = None  # figures/ and results/ of a rerun with other parameters (see customise)
     scaling_sizes: list[int] = field(default_factory=list)  # synthetic pairs per training, notebook 08 (data scaling)
+    # the joint-training study (notebook 03): loss weights λ, each trained like the ablation with every
+    # seed (rscc.experiments.study.lambda_plan); 0 = captioning only
+    lambdas: list[float] = field(default_factory=lambda: [0.0, 0.5, 2.0])
 
     def run_dir(self, *parts: str) -> Path:
         return self.runs_dir / self.name / Path(*parts)
@@ -97,6 +100,7 @@ PROFILES = {
         overrides=_SMOKE_MODEL + ["train.epochs=1", "train.batch_size=8", "data.synth_pairs=60", "data.synth_size=64"],
         threads=1,
         thetas=[0.8], fn_modes=["none", "fne", "fna"], seeds=[42, 43], workers=2,
+        lambdas=[0.0, 0.5],
         diagnosis=["authors", "symmetric+learnable-temperature"],
         backbones=["cpu-tiny", "paper-rn50", "mobilenet-v2-imagenet:random", "mobilenet-v2-imagenet"],
         backbone_overrides=_CPU_BACKBONE + _SMOKE_MODEL, similarity_pairs=100,
@@ -128,6 +132,9 @@ PROFILES = {
         # 16.4 % chance): the authors' loss 16.9, learnable temperature alone 19.1 and symmetric alone
         # 20.0 (both intervals include chance), both 20.4 [18.5, 22.2]: the ablation takes both
         ablation_overrides=["loss.symmetric=true", "loss.learnable_temperature=true"],
+        # notebook 03's λ study: captioning only, the preset's λ (notebook 04's fna runs, reused) and a
+        # heavier contrastive weight
+        lambdas=[0.0, 0.5, 2.0],
         # notebook 05: the same head on frozen, cached features of random, ImageNet and aerial weights
         # (MobileNetV2 random vs ImageNet isolates the weights; cpu-tiny is the main run's backbone)
         backbones=["cpu-tiny", "mobilenet-v2-imagenet:random", "mobilenet-v2-imagenet", "efficientnet-lite0-imagenet",

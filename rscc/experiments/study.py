@@ -359,6 +359,26 @@ def caption_examples(run_dir: str | Path, split: str = "val", changed: int = 6, 
     return pd.DataFrame(rows)
 
 
+# ----------------------------------------------------------------------------- notebook 03: λ
+def lambda_plan(profile: Profile) -> list[dict]:
+    """The trainings of the joint-training study (notebook 03): every loss weight λ of
+    ``profile.lambdas`` (``L_cap + λ L_con``) for every seed, each trained like the false-negative
+    ablation (``sweep_overrides`` then ``ablation_overrides``) with FNA at the ablation's first θ,
+    so that the preset's λ is notebook 04's ``fna`` run of the same seed (reused, never trained
+    twice). λ = 0 trains captioning alone: the contrastive term is multiplied by zero, so the
+    attention pooling that makes the pair embedding gets no gradient. Each entry: name
+    (``03_lambda/lam<λ>-seed<seed>``), lam, seed, overrides."""
+    theta = profile.thetas[0]
+    plan = []  # seeds inner, as in ablation_plan: the first trainings of a pool build different feature caches
+    for lam in profile.lambdas:
+        for seed in profile.seeds:
+            overrides = list(profile.sweep_overrides) + list(profile.ablation_overrides)
+            overrides += ["loss.fn_mode=fna", f"loss.theta={theta}", f"loss.lam={lam}", f"train.seed={seed}"]
+            plan.append({"name": f"03_lambda/lam{lam:g}-seed{seed}", "lam": float(lam), "seed": seed,
+                         "overrides": overrides})
+    return plan
+
+
 # ----------------------------------------------------------------------------- notebook 08: data scaling
 def scaling_plan(profile: Profile, sizes: list[int] | None = None) -> list[dict]:
     """The trainings of the data-scaling study (notebook 08): one per size of
