@@ -70,6 +70,10 @@ class DataConfig:
     synth_pairs: int = 600
     synth_size: int = 256
     synth_seed: int = 0
+    # share of changed pairs' captions that are stock sentences (rscc.data.synth.STOCK_SHARE, the
+    # default, matches LEVIR-CC train's caption recurrence; 1.0 = STOCK_SHARE_HIGH; 0 = only chance
+    # repeats): how many false negatives a batch holds. Images do not depend on it.
+    synth_stock_share: float = 0.25
 
 
 @dataclass
@@ -151,6 +155,8 @@ def checked_value(section: str, name: str, value: Any, source: str = "config") -
     choices = CHOICES.get(f"{section}.{name}")
     if choices is not None and value not in choices:
         raise ConfigError(f"{source}: {section}.{name} '{value}' is not one of {', '.join(choices)}")
+    if (section, name) == ("data", "synth_stock_share") and not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{source}: data.synth_stock_share must lie in [0, 1], got {value!r}")
     if (section, name) == ("model", "backbone"):
         from rscc.model.registry import registered_names  # the backbone registry (imports torch)
 

@@ -296,9 +296,10 @@ def resolve_data_root(config: RunConfig, procs: Processes, progress: bool = True
         return Path(data.root).expanduser()
     from rscc.data.synth import default_root, ensure_synthetic
 
-    root = default_root(data.synth_pairs, data.synth_size, data.synth_seed)
+    root = default_root(data.synth_pairs, data.synth_size, data.synth_seed, data.synth_stock_share)
     if procs.main:
-        ensure_synthetic(root, data.synth_pairs, size=data.synth_size, seed=data.synth_seed, progress=progress)
+        ensure_synthetic(root, data.synth_pairs, size=data.synth_size, seed=data.synth_seed, progress=progress,
+                         stock_share=data.synth_stock_share)
     procs.barrier()
     return root
 

@@ -12,19 +12,24 @@ from rscc.errors import RsccError
 from rscc.experiments.profiles import Profile
 
 
-def dataset_root(profile: Profile, progress: bool = True) -> Path:
-    """The profile's dataset: LEVIR-CC when given, else the synthetic set (generated if missing)."""
+def dataset_root(profile: Profile, progress: bool = True, stock_share: float | None = None) -> Path:
+    """The profile's dataset: LEVIR-CC when given, else the synthetic set (generated if missing)
+    with ``stock_share`` (the generator's caption recurrence; None: its default, STOCK_SHARE)."""
     if profile.data:
         return Path(profile.data)
-    from rscc.data.synth import default_root, ensure_synthetic
+    from rscc.data.synth import STOCK_SHARE, default_root, ensure_synthetic
 
-    return ensure_synthetic(default_root(profile.synth_pairs, profile.synth_size), profile.synth_pairs,
-                            size=profile.synth_size, seed=0, progress=progress)
+    share = STOCK_SHARE if stock_share is None else stock_share
+    return ensure_synthetic(default_root(profile.synth_pairs, profile.synth_size, stock_share=share), profile.synth_pairs,
+                            size=profile.synth_size, seed=0, progress=progress, stock_share=share)
 
 
 # ----------------------------------------------------------------------------- reusable trainings
 # Options that may differ between a saved run and a request without making the run stale.
 VOLATILE = {"train": {"num_threads", "log_every", "device"}, "data": {"num_workers"}}
+# Options added after runs were saved: left out of the digest at their default value, so that the
+# runs saved before them (and every run that keeps the default) keep their digest.
+ADDED_LATER = {"data": {"synth_stock_share"}}
 
 
 def config_digest(config: RunConfig) -> str:
@@ -36,6 +41,11 @@ def config_digest(config: RunConfig) -> str:
     for section, names in VOLATILE.items():
         for name in names:
             sections[section].pop(name, None)
+    defaults = RunConfig().to_dict()
+    for section, names in ADDED_LATER.items():
+        for name in names:
+            if sections[section].get(name) == defaults[section][name]:
+                sections[section].pop(name)
     return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()
 
 
