@@ -41,9 +41,8 @@ from rscc.config import RunConfig
 from rscc.data.levircc import CAPTIONS_PER_PAIR, LevirCCDataset, Pair, collate, load_pairs
 from rscc.errors import DatasetError, RsccError
 from rscc.generate import caption_text, generate, id_to_word
+from rscc.metrics.captioning import PROTOCOLS
 from rscc.model.run import find_weights, load_run, resolve_device
-
-PROTOCOLS = ("tokens", "raw")
 
 
 def data_root(config: RunConfig, data: str | Path | None = None, progress: bool = True) -> Path:

@@ -12,10 +12,11 @@ from typing import Mapping, Sequence
 
 import torch
 
+from rscc.data.levircc import END as END_ID  # the special token ids of every vocabulary
+from rscc.data.levircc import PAD as PAD_ID
+from rscc.data.levircc import START as START_ID
 from rscc.data.levircc import Vocabulary
 from rscc.model.rsicrc import RSICRC
-
-PAD_ID, START_ID, END_ID = 0, 1, 3  # special token ids of every vocabulary (PAD 0, START 1, UNK 2, END 3)
 
 
 @torch.no_grad()
