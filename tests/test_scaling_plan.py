@@ -45,3 +45,24 @@ def test_the_size_of_the_sweeps_set_is_notebook_04s_none_run(smoke):
     none = {e["seed"]: config_digest(run_config(quick, e["overrides"])) for e in ablation_plan(quick) if e["fn_mode"] == "none"}
     for entry in scaling_plan(quick, sizes=[1000]):  # the same configuration, so run_plan reuses those runs
         assert config_digest(run_config(quick, entry["overrides"])) == none[entry["seed"]]
+
+
+@pytest.mark.slow
+def test_evaluate_on_scores_a_run_on_another_sets_test_split_once(tmp_path):
+    from rscc.evaluate import data_root
+    from rscc.experiments.study import evaluate_on, train_and_evaluate
+
+    smoke = get_profile("smoke", runs_dir=tmp_path / "runs")
+    small, large = scaling_plan(smoke, sizes=[24])[0], scaling_plan(smoke, sizes=[40])[0]
+    for entry in (small, large):
+        train_and_evaluate(smoke, entry["name"], entry["overrides"] + ["train.max_steps=2"], meteor=False, progress=False)
+    root = data_root(run_config(smoke, large["overrides"]), progress=False)
+    folder, own = evaluate_on(smoke, large["name"], root)
+    assert folder == smoke.run_dir(large["name"])  # its own evaluation was of that split
+    folder, metrics = evaluate_on(smoke, small["name"], root)
+    assert folder == smoke.run_dir(small["name"], "test-of", root.name)
+    assert (folder / "eval" / "per_pair.jsonl").is_file()
+    assert metrics["pairs"] == own["pairs"] == 8 and metrics["data"] == own["data"]
+    written = (folder / "eval" / "metrics.json").stat().st_mtime
+    assert evaluate_on(smoke, small["name"], root)[1]["pairs"] == 8
+    assert (folder / "eval" / "metrics.json").stat().st_mtime == written  # reused, not evaluated again
