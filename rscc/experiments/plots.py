@@ -13,7 +13,7 @@ def plot_effects(effects, by: str, metrics: Sequence[tuple[str, str]], baseline:
     import matplotlib.pyplot as plt
 
     settings = list(dict.fromkeys(effects[by]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 1.2 + 0.6 * len(settings)), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 2.0 + 0.6 * len(settings)), squeeze=False)
     for ax, (metric, panel) in zip(axes[0], metrics):
         rows = {row[by]: row for row in effects[effects.metric == metric].to_dict("records")}
         for k, setting in enumerate(settings):
@@ -29,8 +29,8 @@ def plot_effects(effects, by: str, metrics: Sequence[tuple[str, str]], baseline:
         ax.set_ylim(-0.6, len(settings) - 0.4)
         ax.set(title=panel, xlabel=f"difference from {baseline}")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=2, frameon=False)
     if title:
-        fig.suptitle(title, y=1.04)
-    fig.tight_layout(rect=(0, 0, 1, 0.88))
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
     return fig
