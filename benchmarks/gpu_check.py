@@ -61,8 +61,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_step.py, decod
 
 from train_step import LEVIR_VOCAB_SIZE, random_batch  # noqa: E402
 
-# Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets (SXM parts).
-BF16_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
+# Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets; the first key
+# found in the device's name wins (so "H100 PCIe" before the SXM part's "H100").
+BF16_PEAK_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12,
+                   "L4": 121e12}
 PAPER_EPOCHS = 50
 LEVIR_TRAIN_CAPTIONS = 34_075  # LEVIR-CC's training split: 6,815 pairs × 5 captions
 AUTHORS_BATCH = 4

@@ -34,6 +34,7 @@ def test_flops_of_one_linear_step_are_forward_plus_backward():
 
 def test_the_bf16_peak_is_found_by_device_name_and_can_be_given():
     assert gpu_check.bf16_peak("NVIDIA H200", None) == gpu_check.BF16_PEAK_FLOPS["H200"] == 989e12
+    assert gpu_check.bf16_peak("NVIDIA H100 PCIe", None) == 756e12
     assert gpu_check.bf16_peak("x86_64 CPU", None) is None
     assert gpu_check.bf16_peak("anything", 100.0) == 100e12
 
