@@ -85,3 +85,21 @@ def test_plot_effects_draws_one_panel_per_metric_with_a_row_per_setting():
     fig = plot_effects(effects, "setting", [("x", "X"), ("y", "Y")])
     assert [ax.get_title() for ax in fig.axes] == ["X", "Y"]
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["fna", "fne"]
+
+
+def test_a_run_trained_on_another_version_of_its_dataset_is_not_complete(smoke):
+    import json
+
+    from rscc.experiments.study import config_digest, data_digest
+
+    config = run_config(smoke, ["loss.fn_mode=fne"])
+    run_dir = smoke.run_dir("run")
+    (run_dir / "best").mkdir(parents=True)
+    (run_dir / "eval").mkdir()
+    config.save(run_dir / "config.yaml")
+    (run_dir / "best" / "weights.safetensors").write_bytes(b"")
+    (run_dir / "eval" / "per_pair.jsonl").write_text('{"id": "p0", "changed": true}\n')
+    for data_sha256, complete in ((data_digest(config), True), ("0" * 64, False)):
+        metrics = {"config_sha256": config_digest(config), "data_sha256": data_sha256}
+        (run_dir / "eval" / "metrics.json").write_text(json.dumps(metrics))
+        assert is_complete(run_dir, config) == complete

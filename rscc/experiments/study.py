@@ -72,7 +72,19 @@ def is_complete(run_dir: str | Path, config: RunConfig) -> bool:
     weights = [p for p in (run_dir / "best" / "weights.safetensors", run_dir / "last" / "weights.safetensors") if p.exists()]
     if not weights or not (run_dir / "eval" / "per_pair.jsonl").is_file():
         return False
-    return metrics_path(run_dir).stat().st_mtime >= max(p.stat().st_mtime for p in weights)
+    if metrics_path(run_dir).stat().st_mtime < max(p.stat().st_mtime for p in weights):
+        return False
+    # the configuration names its data (synthetic: by size and seed) but not its content: a run
+    # trained before the dataset was generated anew is stale (runs that predate data_sha256 pass)
+    return "data_sha256" not in metrics or metrics["data_sha256"] == data_digest(config)
+
+
+def data_digest(config: RunConfig) -> str:
+    """sha256 of the captions file of the dataset ``config`` trains on (generated if missing)."""
+    from rscc.data.levircc import CAPTIONS_FILE
+    from rscc.evaluate import data_root
+
+    return hashlib.sha256((data_root(config, progress=False) / CAPTIONS_FILE).read_bytes()).hexdigest()
 
 
 def _saved_digest(run_dir: Path) -> str | None:
@@ -131,6 +143,7 @@ def train_and_evaluate(profile: Profile, name: str, overrides: list[str] = (), p
         metrics = evaluate_run(run_dir, split=profile.eval_split, out_dir=run_dir / "eval", beam=beam,
                                meteor=meteor, progress=progress, device=profile.device)
     metrics["config_sha256"] = config_digest(config)
+    metrics["data_sha256"] = data_digest(config)
     metrics["training"] = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) or v is None}
     metrics_path(run_dir).write_text(json.dumps(metrics, indent=1))
     return {**metrics, "run_dir": str(run_dir)}
@@ -430,3 +443,76 @@ def evaluate_on(profile: Profile, run_name: str, root: str | Path, meteor: bool 
         metrics = evaluate_run(run_dir, data=root, split="test", out_dir=folder / "eval", meteor=meteor,
                                progress=progress, device=profile.device)
     return folder, metrics
+
+
+# ----------------------------------------------------------------------------- notebook 09: caption recurrence
+def recurrence_levels(profile: Profile) -> list[float | None]:
+    """The caption-recurrence levels of notebook 09: the profile's stock shares
+    (``data.synth_stock_share``) on synthetic data; ``[None]`` (the captions as they are) on LEVIR-CC."""
+    return [None] if profile.data else [float(share) for share in profile.stock_shares]
+
+
+def recurrence_thetas(profile: Profile) -> list[float]:
+    """The θ of notebook 09's FNE and FNA trainings: ``recurrence_thetas``, or the profile's ``thetas``."""
+    return list(profile.recurrence_thetas or profile.thetas)
+
+
+def recurrence_overrides(profile: Profile, share: float | None) -> list[str]:
+    """The overrides of a notebook-09 training at stock share ``share``, before its fn_mode, θ and
+    seed: the ablation's (``sweep_overrides``, ``ablation_overrides``), then ``recurrence_overrides``."""
+    overrides = list(profile.sweep_overrides) + list(profile.ablation_overrides) + list(profile.recurrence_overrides)
+    return overrides + ([] if share is None else [f"data.synth_stock_share={share:g}"])
+
+
+def recurrence_plan(profile: Profile) -> list[dict]:
+    """The trainings of notebook 09 (false negatives vs caption recurrence): at every level of
+    :func:`recurrence_levels`, the ablation's settings (``none`` once per seed, ``fne`` and
+    ``fna`` at every θ of :func:`recurrence_thetas`) for every seed, trained as
+    :func:`recurrence_overrides` says. A run is notebook 04's ablation run when the configuration
+    is the same (the default share, no ``recurrence_overrides``, the same θ), reused. Each entry: name
+    (``09_recurrence/stock<share>/<mode>[-theta<θ>]-seed<seed>``), stock_share (None on LEVIR-CC),
+    fn_mode, theta (None for none), seed, overrides."""
+    plan = []
+    for share in recurrence_levels(profile):
+        level = "dataset" if share is None else f"stock{share:g}"
+        for mode in profile.fn_modes:
+            for theta in ([None] if mode == "none" else recurrence_thetas(profile)):
+                for seed in profile.seeds:  # seeds inner, as in ablation_plan
+                    tag = mode if theta is None else f"{mode}-theta{theta:g}"
+                    overrides = recurrence_overrides(profile, share) + [f"loss.fn_mode={mode}", f"train.seed={seed}"]
+                    overrides += [] if theta is None else [f"loss.theta={theta}"]
+                    plan.append({"name": f"09_recurrence/{level}/{tag}-seed{seed}", "stock_share": share,
+                                 "fn_mode": mode, "theta": theta, "seed": seed, "overrides": overrides})
+    return plan
+
+
+def recurrence_table(profile: Profile, thetas: list[float] | None = None, progress: bool = True):
+    """Per recurrence level of notebook 09 and θ (default: :func:`recurrence_thetas`), measured on
+    the training split of the dataset its trainings use: the caption recurrence of the changed pairs (:mod:`rscc.data.stats`, in %)
+    and the expected false negatives in a training batch (the ablation's batch size, sentence
+    encoder and tolerance; exact expectations, no sampling). ``false negatives per batch`` counts
+    ordered pairs (i, j), i ≠ j, as :func:`false_negatives_per_batch` (notebook 04) does.
+    Returns a DataFrame with one row per (stock share, θ)."""
+    import pandas as pd
+
+    from rscc.data import stats
+    from rscc.data.levircc import load_pairs
+    from rscc.evaluate import data_root
+
+    rows = []
+    for share in recurrence_levels(profile):
+        config = run_config(profile, recurrence_overrides(profile, share) + ["loss.fn_mode=fne"])
+        train = [p for p in load_pairs(data_root(config, progress=progress)) if p.split == "train"]
+        recurrence = stats.pair_recurrence(train)
+        loss, batch = config.loss, config.train.batch_size
+        counts = stats.false_negatives_per_batch(train, thetas or recurrence_thetas(profile), [batch],
+                                                 source=loss.similarity_source, sentence_model=loss.sentence_model,
+                                                 tolerance=loss.theta_tolerance)
+        for row in counts:
+            rows.append({"stock share": share, "theta": row["theta"], "batch": batch,
+                         "first caption recurs (%)": 100 * recurrence.first_caption_recurs,
+                         "top-3 first captions (%)": 100 * recurrence.top3_first_share,
+                         "captions recur (%)": 100 * recurrence.caption_recurs,
+                         "false negatives per batch": 2 * row["false_negative_pairs"],
+                         "samples with a false negative (%)": 100 * row["share_of_batch"]})
+    return pd.DataFrame(rows)
