@@ -51,6 +51,13 @@ class Profile:
     # the joint-training study (notebook 03): loss weights λ, each trained like the ablation with every
     # seed (rscc.experiments.study.lambda_plan); 0 = captioning only
     lambdas: list[float] = field(default_factory=lambda: [0.0, 0.5, 2.0])
+    # notebook 09 (false negatives vs caption recurrence): the synthetic generator's stock-sentence share
+    # (data.synth_stock_share) at these levels, each trained with fn_modes x thetas x seeds like the
+    # ablation (sweep_overrides, ablation_overrides), then recurrence_overrides (its own size), at
+    # recurrence_thetas (empty: thetas)
+    stock_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 1.0])
+    recurrence_overrides: list[str] = field(default_factory=list)
+    recurrence_thetas: list[float] = field(default_factory=list)
 
     def run_dir(self, *parts: str) -> Path:
         return self.runs_dir / self.name / Path(*parts)
@@ -101,6 +108,7 @@ PROFILES = {
         threads=1,
         thetas=[0.8], fn_modes=["none", "fne", "fna"], seeds=[42, 43], workers=2,
         lambdas=[0.0, 0.5],
+        stock_shares=[0.0, 0.25, 1.0],  # 0.25: notebook 04's runs, reused
         diagnosis=["authors", "symmetric+learnable-temperature"],
         backbones=["cpu-tiny", "paper-rn50", "mobilenet-v2-imagenet:random", "mobilenet-v2-imagenet"],
         backbone_overrides=_CPU_BACKBONE + _SMOKE_MODEL, similarity_pairs=100,
@@ -135,6 +143,11 @@ PROFILES = {
         # notebook 03's λ study: captioning only, the preset's λ (notebook 04's fna runs, reused) and a
         # heavier contrastive weight
         lambdas=[0.0, 0.5, 2.0],
+        # notebook 09: stock share 0 (only chance repeats), 0.25 (the LEVIR-like default) and 1.0 (most
+        # changed pairs share a handful of sentences), each none/fne/fna x 3 seeds on 500 pairs, at θ 0.8:
+        # on the 500-pair training split at batch 16 the knob moves the false negatives per batch from
+        # 0.87 to 1.13 to 2.92 there, but hardly at θ 0.6 (7.7, 7.7, 10.5: paraphrases dominate)
+        stock_shares=[0.0, 0.25, 1.0], recurrence_overrides=["data.synth_pairs=500"], recurrence_thetas=[0.8],
         # notebook 05: the same head on frozen, cached features of random, ImageNet and aerial weights
         # (MobileNetV2 random vs ImageNet isolates the weights; cpu-tiny is the main run's backbone)
         backbones=["cpu-tiny", "mobilenet-v2-imagenet:random", "mobilenet-v2-imagenet", "efficientnet-lite0-imagenet",
@@ -181,12 +194,12 @@ def get_profile(name: str, data: str | Path | None = None, device: str = "auto",
 
 
 # the notebook parameters a user varies, beyond the profile itself
-KNOBS = ("thetas", "fn_modes", "seeds", "backbones", "pairs", "epochs")
+KNOBS = ("thetas", "fn_modes", "seeds", "backbones", "pairs", "epochs", "stock_shares")
 
 
 def customise(profile: Profile, out: str | Path | None = None, changed: dict | None = None, **knobs) -> Profile:
     """``profile`` with the notebook parameters that were given (None keeps the profile's own):
-    ``thetas``, ``fn_modes``, ``seeds``, ``backbones`` (lists), ``pairs`` (synthetic pairs of every
+    ``thetas``, ``fn_modes``, ``seeds``, ``backbones``, ``stock_shares`` (lists), ``pairs`` (synthetic pairs of every
     training and of the data notebooks) and ``epochs`` (of every training). The trainings this
     changes are stored beside the default ones (runs are stored by configuration); the figures and
     tables go to ``out``, or, when any parameter differs from the profile's and ``out`` is None, to
@@ -197,7 +210,7 @@ def customise(profile: Profile, out: str | Path | None = None, changed: dict | N
     if unknown:
         raise ConfigError(f"unknown notebook parameter(s) {sorted(unknown)}; known: {', '.join(KNOBS)}")
     given = {k: v for k, v in knobs.items() if v is not None}
-    changes = {k: list(v) for k, v in given.items() if k in ("thetas", "fn_modes", "seeds", "backbones")}
+    changes = {k: list(v) for k, v in given.items() if k in ("thetas", "fn_modes", "seeds", "backbones", "stock_shares")}
     changes = {k: v for k, v in changes.items() if v != getattr(profile, k)}
     extra = []
     if given.get("pairs") is not None and given["pairs"] != profile.synth_pairs:
@@ -207,7 +220,8 @@ def customise(profile: Profile, out: str | Path | None = None, changed: dict | N
         extra.append(f"train.epochs={int(given['epochs'])}")
     if extra:  # last, so that they win over the profile's own settings of every training
         changes.update(overrides=profile.overrides + extra, main_overrides=profile.main_overrides + extra,
-                       sweep_overrides=profile.sweep_overrides + extra)
+                       sweep_overrides=profile.sweep_overrides + extra,
+                       recurrence_overrides=profile.recurrence_overrides + extra)
     custom = dataclasses.replace(profile, **changes)
     if out is not None:
         custom.output_dir = Path(out)
