@@ -85,7 +85,8 @@ def main() -> None:
         reference_pairs = args.reference_pairs[min(k, len(args.reference_pairs) - 1)]
         for steps in args.steps:
             for r in bench(preset, reference_pairs, args.batch, args.cached_pairs, args.seed, steps):
-                print(f"| {r['preset']} | {r['steps']} | {r['decoder']} | {r['batch']} | {r['pairs']} | {r['length']:.1f} | "
+                print(f"| {r['preset']} | {r['steps']} | {r['decoder']} | {r['batch']} | {r['pairs']} | "
+                      f"{r['length']:.1f} | "
                       f"{r['seconds']:.4f} | {1 / r['seconds']:.1f} | {r['speed-up']:.1f}× |", flush=True)
 
 

@@ -172,7 +172,8 @@ def summary(rows: list[dict]) -> str:
             a, b = by[(small, mode)], by[(large, mode)]
             parts.append(f"{mode}: {large:,} vs {small:,} pairs: peak anonymous memory {b['anon_peak_mb']:.0f} vs "
                          f"{a['anon_peak_mb']:.0f} MB ({b['anon_peak_mb'] / a['anon_peak_mb']:.2f}x), peak RSS "
-                         f"{b['peak_rss_mb']:.0f} vs {a['peak_rss_mb']:.0f} MB ({b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x).")
+                         f"{b['peak_rss_mb']:.0f} vs {a['peak_rss_mb']:.0f} MB "
+                         f"({b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x).")
     return "\n".join(parts)
 
 

@@ -5,10 +5,10 @@ Latency: one search call per query (a single query, as `rscc search` makes), p50
 d = 2048 (the paper model's width), generated in chunks. Backends: exact torch (a float scan,
 and the two-pass int8 prefilter, whose result is checked equal to the float scan's), FAISS flat
 (exact) and FAISS IVF (approximate; its recall@10 against the exact top 10 of the same queries
-is given; random vectors have no cluster structure, so this recall is a pessimistic floor). A 1M gallery is stored in float16 (4 GB
-instead of 8). An exact search reads the whole gallery per query, so its latency is bounded
-below by gallery bytes / memory bandwidth: the table gives the bandwidth each exact row achieved
-(gallery bytes / p50).
+is given; random vectors have no cluster structure, so this recall is a pessimistic floor). A 1M
+gallery is stored in float16 (4 GB instead of 8). An exact search reads the whole gallery per
+query, so its latency is bounded below by gallery bytes / memory bandwidth: the table gives the
+bandwidth each exact row achieved (gallery bytes / p50).
 
 Build throughput: pairs/s of :func:`rscc.index.build_index` (PNG decode + transform + model +
 write) over a synthetic LEVIR-CC folder, with the cpu-tiny preset at random weights (speed does
@@ -23,6 +23,7 @@ import argparse
 import gc
 import os
 import platform
+import sys
 import tempfile
 import time
 from datetime import date
@@ -117,7 +118,8 @@ def bench_gallery(n: int, dtype: str, d: int, queries: int, warmup: int, k: int,
         ivf = index.faiss_index("faiss-ivf")
         build = time.perf_counter() - start
         for nprobe in nprobes:
-            times, found = timed(lambda q: index.search(q, k, backend="faiss-ivf", nprobe=nprobe), qs, warmup)
+            times, found = timed(lambda q, nprobe=nprobe: index.search(q, k, backend="faiss-ivf", nprobe=nprobe),
+                                 qs, warmup)
             row(f"faiss-ivf nlist {ivf.nlist} nprobe {nprobe}", times, found, exact=exact,
                 build_s=build if nprobe == nprobes[0] else None)
         index._faiss.clear()
@@ -160,7 +162,8 @@ def section(rows: list[dict], build: dict | None, args, threads: int, load_befor
              f"(other helpers share the 2 cores; the load at each row is listed).\n",
              f"Single queries (one search call each), k = {args.k}, {args.queries} queries after {args.warmup} "
              f"warm-up calls, random unit embeddings at d = {args.dim}.\n",
-             "| gallery | storage | backend | p50 ms | p95 ms | exact: GB/s read (int8: the codes) · approximate: recall@10 | "
+             "| gallery | storage | backend | p50 ms | p95 ms "
+             "| exact: GB/s read (int8: the codes) · approximate: recall@10 | "
              "build s (FAISS index or int8 codes) | load |",
              "|---:|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args(argv)
-    args.argv = argv if argv is not None else __import__("sys").argv[1:]
+    args.argv = argv if argv is not None else sys.argv[1:]
     torch.set_num_threads(args.threads)
     try:
         import faiss

@@ -154,7 +154,8 @@ def main() -> None:
                      if preset == "paper-rn50" and batch == 4 else "—")
             print(f"| {preset} | {batch} | {args.threads} | {r['input']} | {'on' if faithful else 'off'} | "
                   f"{r['trainable_parameters'] / 1e6:.1f} M | {r['seconds_per_step']:.3f} | "
-                  f"{r['min_seconds_per_step']:.3f} | {r['cpu_seconds_per_step']:.3f} | {r['peak_rss_gb']:.2f} | {ratio} | "
+                  f"{r['min_seconds_per_step']:.3f} | {r['cpu_seconds_per_step']:.3f} | "
+                  f"{r['peak_rss_gb']:.2f} | {ratio} | "
                   f"{os.getloadavg()[0]:.2f} |", flush=True)
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; the authors' code: "

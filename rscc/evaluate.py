@@ -39,10 +39,11 @@ from tqdm.auto import tqdm
 
 from rscc.config import RunConfig
 from rscc.data.levircc import CAPTIONS_PER_PAIR, LevirCCDataset, Pair, collate, load_pairs
+from rscc.device import resolve_device
 from rscc.errors import DatasetError, RsccError
 from rscc.generate import caption_text, generate, id_to_word
 from rscc.metrics.captioning import PROTOCOLS
-from rscc.model.run import find_weights, load_run, resolve_device
+from rscc.runs import find_weights, load_run
 
 
 def data_root(config: RunConfig, data: str | Path | None = None, progress: bool = True) -> Path:
@@ -117,7 +118,8 @@ def captioning_scores(pairs: list[Pair], captions: list[str], train_pairs: list[
     return result
 
 
-def per_pair_scores(pairs: list[Pair], captions: list[str], vis_emb: torch.Tensor, text_emb: torch.Tensor) -> list[dict]:
+def per_pair_scores(pairs: list[Pair], captions: list[str], vis_emb: torch.Tensor,
+                    text_emb: torch.Tensor) -> list[dict]:
     """One row per pair (see ``per_pair.jsonl`` in the module docstring): its CIDEr-D (the
     document frequencies of the scored set, all pairs or changed pairs) and the share of its five
     captions whose own pair, or a pair with an identical caption, ranks in the text → pair top 10
@@ -150,7 +152,8 @@ def per_pair_scores(pairs: list[Pair], captions: list[str], vis_emb: torch.Tenso
     return rows
 
 
-def relevance_embeddings(config: RunConfig, first_captions: list[str], progress: bool = True) -> tuple[torch.Tensor | None, str]:
+def relevance_embeddings(config: RunConfig, first_captions: list[str],
+                         progress: bool = True) -> tuple[torch.Tensor | None, str]:
     """Unit-norm vectors whose inner products decide the authors' caption relevance (≥ θ), and a
     description. ``string`` similarity: one-hot caption identities (1 for equal captions)."""
     from rscc.metrics.captioning import normalise_tokens
@@ -243,7 +246,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
 
 # ---------------------------------------------------------------------------- the printed table
 CAPTION_COLUMNS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
-SYSTEMS = {"model": "model", "always_no_change": "floor: no change", "change_flag_and_fixed_sentence": "floor: flag + 1 sentence"}
+SYSTEMS = {"model": "model", "always_no_change": "floor: no change",
+           "change_flag_and_fixed_sentence": "floor: flag + 1 sentence"}
 
 
 def format_metrics(metrics: dict) -> str:

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -131,7 +130,6 @@ def caption_embeddings(
     embeddings = encoder.encode(list(distinct), batch_size=batch_size, progress=progress)[index.reshape(-1)]
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(partial, embeddings)
-    partial.replace(path)  # atomic: concurrent readers never see half a file
+    with paths.atomic_write(path, "wb") as f:  # concurrent readers never see half a file
+        np.save(f, embeddings)
     return embeddings

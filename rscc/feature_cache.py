@@ -24,17 +24,18 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from rscc import paths
-from rscc.data.levircc import CAPTIONS_FILE, Pair, load_pair_images
+from rscc.data.images import PairImages
+from rscc.data.levircc import CAPTIONS_FILE, Pair
 from rscc.errors import RsccError
 
 CACHE_FORMAT = 1  # bump when the layout or the way features are computed changes
@@ -146,18 +147,6 @@ class FeatureCache:
         return rows[:, 0], rows[:, 1]
 
 
-class _PairImages(Dataset):
-    def __init__(self, pairs: Sequence[Pair], root: Path, transform):
-        self.pairs, self.root, self.transform = list(pairs), root, transform
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img_a, img_b = load_pair_images(self.pairs[i], self.root)
-        return self.transform(img_a), self.transform(img_b)
-
-
 class _RowWriter:
     """A .npy file filled by ``writer[start:stop] = rows`` with plain writes (no memory map, so the
     pages written are not counted in the process's resident memory while a cache is built)."""
@@ -173,7 +162,7 @@ class _RowWriter:
         data = np.ascontiguousarray(values, dtype=self.dtype).tobytes()
         os.pwrite(self.fd, data, self.offset + rows.start * self.row_bytes)
 
-    def __enter__(self) -> "_RowWriter":
+    def __enter__(self) -> _RowWriter:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -185,7 +174,8 @@ def compute_features(model: nn.Module, pairs: Sequence[Pair], root: str | Path, 
                      device: torch.device, batch_size: int = 32, num_workers: int = 0, autocast: bool = False,
                      desc: str = "features") -> None:
     """Fill ``out`` (N, 2, C, s, s) with ``model.backbone_features`` of the pairs' images A and B."""
-    loader = DataLoader(_PairImages(pairs, Path(root), model.backbone.transform), batch_size=batch_size,
+    loader = DataLoader(PairImages([p.image_paths(root) for p in pairs], model.backbone.transform),
+                        batch_size=batch_size,
                         num_workers=num_workers, shuffle=False)
     start = 0
     for img_a, img_b in tqdm(loader, desc=desc, unit="batch", leave=False, disable=desc is None):
@@ -197,7 +187,8 @@ def compute_features(model: nn.Module, pairs: Sequence[Pair], root: str | Path, 
         start += n
 
 
-def ensure_feature_cache(model: nn.Module, backbone_name: str, weights_source: str, root: str | Path, splits: dict[str, Sequence[Pair]],
+def ensure_feature_cache(model: nn.Module, backbone_name: str, weights_source: str, root: str | Path,
+                         splits: dict[str, Sequence[Pair]],
                          device: torch.device, batch_size: int = 32, num_workers: int = 0, dtype: str = "float16",
                          autocast: bool = False, progress: bool = True, cache_root: str | Path | None = None,
                          build: bool = True) -> FeatureCache:

@@ -7,8 +7,8 @@ decoder on the whole prefix (no pad mask) and appends the arg-max token, stoppin
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 

@@ -28,20 +28,22 @@ import functools
 import hashlib
 import json
 import math
-import os
 import time
 import uuid
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from rscc.data.levircc import CAPTIONS_FILE, SPLITS, load_pairs, open_rgb, tokenize
+from rscc.data.images import IMAGE_SUFFIXES, PairImages, image_names
+from rscc.data.levircc import CAPTIONS_FILE, SPLITS, load_pairs, tokenize
 from rscc.errors import CheckpointError, ConfigError, DatasetError, RsccError
+from rscc.paths import atomic_replace, atomic_write
 
 INDEX_FILE = "index.json"
 FORMAT = "rscc-gallery-index"
@@ -50,7 +52,6 @@ DTYPES = {"float16": torch.float16, "float32": torch.float32}
 BACKENDS = ("torch", "faiss-flat", "faiss-ivf", "faiss-hnsw")
 PREFILTERS = ("auto", "int8", "none")  # the exact torch backend's first pass (GalleryIndex.search)
 INT8_MIN_ROWS = 16_384  # below this a float scan is as fast as the 8-bit one
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 MAX_QUERY_CHARS = 100_000  # longer strings are refused before tokenising
 
 
@@ -87,7 +88,7 @@ def discover_pairs(source: str | Path, split: str | None = None) -> list[PairFil
     if not (dir_a.is_dir() and dir_b.is_dir()):
         raise DatasetError(f"{source}: expected sub-folders A/ and B/ with matching file names, "
                            f"or a LEVIR-CC root holding {CAPTIONS_FILE}")
-    names_a, names_b = _image_names(dir_a), _image_names(dir_b)
+    names_a, names_b = image_names(dir_a), image_names(dir_b)
     for here, other, there in ((names_a, names_b, dir_b), (names_b, names_a, dir_a)):
         alone = sorted(here - other)
         if alone:
@@ -97,26 +98,6 @@ def discover_pairs(source: str | Path, split: str | None = None) -> list[PairFil
     if not names_a:
         raise DatasetError(f"{dir_a}: no image ({', '.join(IMAGE_SUFFIXES)})")
     return [PairFiles(n, (dir_a / n).resolve(), (dir_b / n).resolve()) for n in sorted(names_a)]
-
-
-def _image_names(folder: Path) -> set[str]:
-    return {p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
-
-
-class _PairImages(torch.utils.data.Dataset):
-    def __init__(self, pairs: Sequence[PairFiles], transform: Callable):
-        self.pairs, self.transform = list(pairs), transform
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pair = self.pairs[i]
-        img_a, img_b = open_rgb(pair.path_a), open_rgb(pair.path_b)
-        if img_a.size != img_b.size:
-            raise DatasetError(f"{pair.path_a} is {img_a.size[0]}x{img_a.size[1]} but {pair.path_b} is "
-                               f"{img_b.size[0]}x{img_b.size[1]}")
-        return self.transform(img_a), self.transform(img_b)
 
 
 # ----------------------------------------------------------------------------- the model side
@@ -161,7 +142,7 @@ class Embedder:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "auto") -> "Embedder":
+    def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "auto") -> Embedder:
         """The run's model (``which`` checkpoint) with its identity; the last one loaded is cached."""
         return _load_embedder(Path(run_dir), which, device)
 
@@ -181,7 +162,8 @@ _EMBEDDERS: dict[tuple, Embedder] = {}  # notebooks call search_text repeatedly:
 
 
 def _load_embedder(run_dir: Path, which: str, device: str = "auto") -> Embedder:
-    from rscc.model.run import find_weights, load_run, resolve_device
+    from rscc.device import resolve_device
+    from rscc.runs import find_weights, load_run
 
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: run directory not found")
@@ -263,7 +245,7 @@ class Int8Codes:
     norms: torch.Tensor      # (N,) float32
 
     @classmethod
-    def from_rows(cls, rows: torch.Tensor, chunk_rows: int = 512) -> "Int8Codes":
+    def from_rows(cls, rows: torch.Tensor, chunk_rows: int = 512) -> Int8Codes:
         # small chunks stay in cache: several times faster than 65k-row chunks (benchmarks/RESULTS.md)
         n, d = rows.shape
         codes = torch.empty((n, d), dtype=torch.int8)
@@ -357,7 +339,7 @@ class GalleryIndex:
 
     # ------------------------------------------------------------------ reading
     @classmethod
-    def load(cls, directory: str | Path) -> "GalleryIndex":
+    def load(cls, directory: str | Path) -> GalleryIndex:
         directory = Path(directory)
         meta = _read_meta(directory)
         from safetensors import SafetensorError
@@ -370,9 +352,11 @@ class GalleryIndex:
             try:
                 part = load_file(str(path))["embeddings"]
             except (FileNotFoundError, SafetensorError, OSError, KeyError) as exc:
-                raise RsccError(f"{path}: embeddings shard listed in {INDEX_FILE} is missing or unreadable ({exc})") from None
+                raise RsccError(
+                    f"{path}: embeddings shard listed in {INDEX_FILE} is missing or unreadable ({exc})") from None
             if part.shape != (shard["rows"], meta["dim"]):
-                raise RsccError(f"{path}: shape {tuple(part.shape)}, {INDEX_FILE} says ({shard['rows']}, {meta['dim']})")
+                raise RsccError(
+                    f"{path}: shape {tuple(part.shape)}, {INDEX_FILE} says ({shard['rows']}, {meta['dim']})")
             rows[start:start + shard["rows"]] = part
             start += shard["rows"]
         return cls(directory, meta, rows)
@@ -380,7 +364,7 @@ class GalleryIndex:
     @classmethod
     def from_embeddings(cls, embeddings: torch.Tensor, ids: Sequence[str] | None = None,
                         paths_a: Sequence[str] | None = None, paths_b: Sequence[str] | None = None,
-                        model: dict[str, Any] | None = None, normalize: bool = True) -> "GalleryIndex":
+                        model: dict[str, Any] | None = None, normalize: bool = True) -> GalleryIndex:
         """An in-memory index (nothing on disk) of rows (N, d) in their dtype (float16 or
         float32), for embeddings computed elsewhere (e.g. a test split). ``normalize`` makes the
         rows unit norm (a copy, made chunk by chunk); pass False for rows that already are."""
@@ -492,7 +476,8 @@ class GalleryIndex:
         try:
             import faiss
         except ImportError:
-            raise ConfigError(f"backend '{backend}' needs FAISS: pip install faiss-cpu (or use --backend torch)") from None
+            raise ConfigError(
+                f"backend '{backend}' needs FAISS: pip install faiss-cpu (or use --backend torch)") from None
         n = len(self)
         if backend == "faiss-ivf":
             nlist = nlist or max(1, min(round(math.sqrt(n)), n // 39))  # faiss wants >= 39 points a cell
@@ -514,7 +499,7 @@ class GalleryIndex:
                     path.parent.mkdir(exist_ok=True)
                     tmp = path.with_suffix(".tmp")
                     faiss.write_index(index, str(tmp))
-                    os.replace(tmp, path)
+                    atomic_replace(tmp, path)
                 except OSError as exc:
                     warnings.warn(f"could not cache the FAISS index in {path.parent} ({exc})", stacklevel=2)
         self._faiss[key] = index
@@ -581,16 +566,15 @@ class _Writer:
         name = f"embeddings-{uuid.uuid4().hex[:12]}.safetensors"
         tmp = self.dir / (name + ".tmp")
         save_file({"embeddings": rows.contiguous()}, str(tmp))
-        os.replace(tmp, self.dir / name)
+        atomic_replace(tmp, self.dir / name)
         meta = dict(self.meta)
         meta["shards"] = meta["shards"] + [{"file": name, "rows": len(pairs)}]
         meta["count"] += len(pairs)
         for field, values in (("ids", [p.id for p in pairs]), ("paths_a", [str(p.path_a) for p in pairs]),
                               ("paths_b", [str(p.path_b) for p in pairs])):
             meta[field] = meta[field] + values
-        tmp = self.dir / (INDEX_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, self.dir / INDEX_FILE)  # the commit point
+        with atomic_write(self.dir / INDEX_FILE) as f:  # the commit point
+            f.write(json.dumps(meta, indent=1))
         self.meta = meta
 
 
@@ -624,7 +608,7 @@ def build_index(source: str | Path, run_dir, out_dir: str | Path, split: str | N
     else:
         meta = {"format": FORMAT, "version": VERSION, "uuid": uuid.uuid4().hex, "model": embedder.identity,
                 "dim": None, "dtype": dtype or "float32", "count": 0, "shards": [], "ids": [],
-                "paths_a": [], "paths_b": [], "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                "paths_a": [], "paths_b": [], "created": datetime.now(UTC).isoformat(timespec="seconds")}
     known = set(meta["ids"])
     new = [p for p in {p.id: p for p in pairs}.values() if p.id not in known]
     writer = _Writer(out_dir, meta)
@@ -639,7 +623,8 @@ def _embed_into(writer: _Writer, pairs: list[PairFiles], embedder, batch_size: i
                 progress: bool, commit_every_s: float) -> None:
     from tqdm.auto import tqdm
 
-    loader = torch.utils.data.DataLoader(_PairImages(pairs, embedder.transform), batch_size=batch_size)
+    images = PairImages([(p.path_a, p.path_b) for p in pairs], embedder.transform)
+    loader = torch.utils.data.DataLoader(images, batch_size=batch_size)
     pending, done, last_commit = [], 0, time.monotonic()
     with tqdm(total=len(pairs), unit="pair", desc="embedding pairs", disable=not progress) as bar:
         for img_a, img_b in loader:

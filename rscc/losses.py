@@ -28,17 +28,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rscc.config import CHOICES
 from rscc.errors import ConfigError, RsccError
 
-FN_MODES = ("none", "fne", "fna")
-SIMILARITY_SOURCES = ("sentence", "string")
+FN_MODES = CHOICES["loss.fn_mode"]  # ("none", "fne", "fna")
+SIMILARITY_SOURCES = CHOICES["loss.similarity_source"]  # ("sentence", "string")
 IGNORE_INDEX = -100
 
 
@@ -86,7 +87,8 @@ def false_negative_mask(
     raise ConfigError(f"loss.similarity_source: unknown source {source!r}; expected one of {SIMILARITY_SOURCES}")
 
 
-def pair_masks(labels: torch.Tensor, false_negatives: torch.Tensor | None, fn_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_masks(labels: torch.Tensor, false_negatives: torch.Tensor | None,
+               fn_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Positive and negative (B, B) boolean masks (M, D) of METHOD §3.2–3.3."""
     if fn_mode not in FN_MODES:
         raise ConfigError(f"loss.fn_mode: unknown mode {fn_mode!r}; expected one of {FN_MODES}")
@@ -105,7 +107,8 @@ def _one_direction(logits: torch.Tensor, positives: torch.Tensor, negatives: tor
     """Mean over positive (i, j) of -log(p_ij + tiny), rows of ``logits`` being the anchors."""
     lowest = torch.finfo(logits.dtype).min  # finite "minus infinity": keeps gradients NaN-free
     negative_lse = torch.logsumexp(logits.masked_fill(~negatives, lowest), dim=1, keepdim=True)  # (B, 1)
-    log_p = logits - torch.logaddexp(logits, negative_lse)  # (B, B) log of exp(l_ij) / (exp(l_ij) + sum_k D_ik exp(l_ik))
+    # (B, B) log of exp(l_ij) / (exp(l_ij) + sum_k D_ik exp(l_ik))
+    log_p = logits - torch.logaddexp(logits, negative_lse)
     log_tiny = math.log(torch.finfo(logits.dtype).tiny)
     per_pair = -torch.logaddexp(log_p, torch.full_like(log_p, log_tiny))  # -log(p + tiny), the authors' numerics
     return per_pair[positives].mean()
@@ -163,7 +166,8 @@ class ContrastiveLoss(nn.Module):
         if fn_mode not in FN_MODES:
             raise ConfigError(f"loss.fn_mode: unknown mode {fn_mode!r}; expected one of {FN_MODES}")
         if source not in SIMILARITY_SOURCES:
-            raise ConfigError(f"loss.similarity_source: unknown source {source!r}; expected one of {SIMILARITY_SOURCES}")
+            raise ConfigError(
+                f"loss.similarity_source: unknown source {source!r}; expected one of {SIMILARITY_SOURCES}")
         if temperature <= 0:
             raise ConfigError(f"loss.temperature: expected a positive number, got {temperature}")
         self.fn_mode, self.theta, self.tolerance = fn_mode, theta, tolerance
@@ -175,7 +179,7 @@ class ContrastiveLoss(nn.Module):
             self.fixed_temperature = float(temperature)
 
     @classmethod
-    def from_config(cls, config) -> "ContrastiveLoss":
+    def from_config(cls, config) -> ContrastiveLoss:
         """Build from a :class:`rscc.config.LossConfig`."""
         return cls(
             temperature=config.temperature,
@@ -208,7 +212,8 @@ class ContrastiveLoss(nn.Module):
         elif self.source == "sentence":
             similarity_of = sentence_embeddings
         else:
-            similarity_of = captions if isinstance(captions, torch.Tensor) or captions is None else caption_keys(captions)
+            keyed = isinstance(captions, torch.Tensor) or captions is None
+            similarity_of = captions if keyed else caption_keys(captions)
         if self.fn_mode != "none" and similarity_of is None:
             needed = "sentence_embeddings" if self.source == "sentence" else "captions"
             raise ConfigError(f"ContrastiveLoss(fn_mode={self.fn_mode!r}, source={self.source!r}) needs {needed}")
@@ -235,12 +240,14 @@ def caption_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     targets = labels[:, 1:]  # (B, L-1)
     if not bool((targets != IGNORE_INDEX).any()):
         return predictions.sum() * 0.0
-    return F.cross_entropy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX)
 
 
 # --------------------------------------------------------------------------- distributed
 def _is_distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _all_gather(tensor: torch.Tensor, with_grad: bool) -> torch.Tensor:

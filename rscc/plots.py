@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def plot_pairs(root: str | Path, ids: Sequence[int | str], columns: int = 2, caption: int | None = 0,
@@ -29,7 +29,8 @@ def plot_pairs(root: str | Path, ids: Sequence[int | str], columns: int = 2, cap
     chosen = [by_id[i] for i in ids]
     rows = (len(chosen) + columns - 1) // columns
     text_height = 0.45 if caption is not None else 0.1
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.1 * panel, rows * (panel + text_height + 0.25)), squeeze=False)
+    figsize = (columns * 2.1 * panel, rows * (panel + text_height + 0.25))
+    fig, axes = plt.subplots(rows, columns, figsize=figsize, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for k, pair in enumerate(chosen):
@@ -129,8 +130,8 @@ def plot_architecture(config, title: str | None = None):
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
+    from rscc.experiments.architecture import model_config
     from rscc.model.backbones import backbone_shape
-    from rscc.model.inspect import model_config
 
     config = model_config(config, vocab_size=0) if not hasattr(config, "d_model") else config
     shape = backbone_shape(config)

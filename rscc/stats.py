@@ -16,8 +16,8 @@ Two sources of noise are measured separately, because they answer different ques
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -84,7 +84,8 @@ def paired_bootstrap(baseline: Sequence[float], other: Sequence[float], statisti
     ``np.median``…)."""
     a, b = np.asarray(baseline, dtype=float), np.asarray(other, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
-        raise ValueError(f"paired_bootstrap needs two 1-d sequences of the same non-zero length, got {a.shape} and {b.shape}")
+        raise ValueError("paired_bootstrap needs two 1-d sequences of the same non-zero length, "
+                         f"got {a.shape} and {b.shape}")
     if np.isnan(a).any() or np.isnan(b).any():
         raise ValueError("paired_bootstrap: a per-pair value is missing (NaN)")
     estimate = float(statistic(b) - statistic(a))

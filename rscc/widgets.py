@@ -54,7 +54,7 @@ def pair_thumbnail(path_a: str | Path, path_b: str | Path, height: int = 112):
     """Before | after side by side, each scaled to ``height`` pixels, as one PIL image."""
     from PIL import Image
 
-    from rscc.data.levircc import open_rgb
+    from rscc.data.images import open_rgb
 
     sides = []
     for path in (path_a, path_b):
@@ -138,7 +138,7 @@ class ChangeExplorer:
     def show_pair(self, pair_id: str, figure: bool = True) -> PairDetail:
         """The greedy and beam captions of a gallery pair, its references and the cross-attention
         of the greedy caption over the after image (with its figure unless ``figure=False``)."""
-        from rscc.data.levircc import open_rgb
+        from rscc.data.images import open_rgb
         from rscc.generate import attention_grid, beam_search, caption_text, greedy, id_to_word
 
         if pair_id not in self._row:

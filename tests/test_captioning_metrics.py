@@ -8,8 +8,14 @@ from rscc.cli import main
 from rscc.commands.score import convert_ccexpert, deduplicate, read_predictions, score_rows
 from rscc.errors import RsccError
 from rscc.metrics import captioning
-from rscc.metrics.captioning import (NO_CHANGE_CAPTIONS, MeteorProcess, floor_predictions, most_frequent_caption,
-                                     normalise_tokens, score_captions)
+from rscc.metrics.captioning import (
+    NO_CHANGE_CAPTIONS,
+    MeteorProcess,
+    floor_predictions,
+    most_frequent_caption,
+    normalise_tokens,
+    score_captions,
+)
 
 STOCK_RAW = [f" {c} ." for c in NO_CHANGE_CAPTIONS]
 # three made-up pairs in the JSON `raw` form: every changed reference has five words + " ."

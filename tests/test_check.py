@@ -102,7 +102,7 @@ def test_empty_caption_is_reported(root):
     data["images"][3]["sentences"][2]["raw"] = " ."
     _write_json(root, data)
     p = _only(validate_dataset(root))
-    assert p.path.endswith("images[3] (%s).sentences[2]" % data["images"][3]["filename"]) and p.reason == "empty caption"
+    assert p.path.endswith(f"images[3] ({data['images'][3]['filename']}).sentences[2]") and p.reason == "empty caption"
 
 
 def test_unknown_split_is_reported(root):

@@ -10,7 +10,13 @@ from safetensors.torch import load_file, save_file
 
 from rscc.cli import main
 from rscc.generate import greedy_reference
-from rscc.model.convert import AUTHORS_SINUSOID, authors_to_rscc, load_authors_head, model_config_from_authors, rscc_to_authors
+from rscc.model.convert import (
+    AUTHORS_SINUSOID,
+    authors_to_rscc,
+    load_authors_head,
+    model_config_from_authors,
+    rscc_to_authors,
+)
 from rscc.model.rsicrc import build_model
 from rscc.model.verify import verify_reference
 

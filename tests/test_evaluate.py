@@ -7,7 +7,6 @@ import pytest
 import torch
 
 
-
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
     from rscc.data.synth import make_synthetic
@@ -50,7 +49,7 @@ def test_evaluate_exits_zero_and_writes_a_prediction_per_test_pair(evaluated, ti
 def test_predictions_are_the_greedy_captions_of_the_pairs(evaluated, tiny_run, tiny_set):
     from rscc.data.levircc import load_pair_images, load_pairs
     from rscc.generate import caption_pairs
-    from rscc.model.run import load_run
+    from rscc.runs import load_run
 
     _, rows, _ = evaluated
     model, _, vocab = load_run(tiny_run)

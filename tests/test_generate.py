@@ -19,7 +19,6 @@ from rscc.generate import (
 )
 from rscc.model.rsicrc import build_model
 
-
 FEATURE_CHANNELS, FEATURE_SIZE = 24, 4  # tiny backbone features fed in place of a backbone
 
 
@@ -230,9 +229,9 @@ def write_pair(folder, name, seed, size=(80, 60)):
 
 def test_caption_command_prints_the_caption_of_a_pair_and_saves_the_attention(tiny_run, tmp_path, capsys):
     from rscc.cli import main
-    from rscc.data.levircc import open_rgb
+    from rscc.data.images import open_rgb
     from rscc.generate import caption_pairs
-    from rscc.model.run import load_run
+    from rscc.runs import load_run
 
     write_pair(tmp_path, "p.png", 0)
     figure = tmp_path / "attention.png"
@@ -273,7 +272,7 @@ def test_caption_command_names_an_unpaired_file(tiny_run, tmp_path, capsys):
 
 def test_load_run_without_a_checkpoint_is_a_checkpoint_error(tiny_run, tmp_path):
     from rscc.errors import CheckpointError
-    from rscc.model.run import load_run
+    from rscc.runs import load_run
 
     for name in ("config.yaml", "vocab.json"):
         (tmp_path / name).write_bytes((tiny_run / name).read_bytes())
@@ -282,7 +281,7 @@ def test_load_run_without_a_checkpoint_is_a_checkpoint_error(tiny_run, tmp_path)
 
 
 def test_load_run_reads_the_top_level_weights_of_a_converted_run(tiny_run, tmp_path):
-    from rscc.model.run import load_run
+    from rscc.runs import load_run
 
     for name in ("config.yaml", "vocab.json"):
         (tmp_path / name).write_bytes((tiny_run / name).read_bytes())

@@ -8,8 +8,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rscc.errors import ConfigError, RsccError
-from rscc.index import (GalleryIndex, Int8Codes, build_index, encode_query, exact_search, int8_matmul_available,
-                        int8_search, search_text)
+from rscc.index import (
+    GalleryIndex,
+    Int8Codes,
+    build_index,
+    encode_query,
+    exact_search,
+    int8_matmul_available,
+    int8_search,
+    search_text,
+)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -336,7 +344,7 @@ def tiny_run(tmp_path_factory, make_tiny_run):
 
 def test_index_and_search_commands_find_pairs_with_the_models_cosine(tiny_run, tmp_path, capsys):
     from rscc.cli import main
-    from rscc.model.run import load_run
+    from rscc.runs import load_run
 
     pairs = write_pairs(tmp_path / "pairs", COLOURS[:5], size=(40, 40))
     out = tmp_path / "index"

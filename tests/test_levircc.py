@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rscc.data.images import open_rgb
 from rscc.data.levircc import (
     END,
     NO_CHANGE_SENTENCES,
@@ -20,7 +21,6 @@ from rscc.data.levircc import (
     encode_captions,
     load_pair_images,
     load_pairs,
-    open_rgb,
     tokenize,
 )
 from rscc.errors import DatasetError

@@ -6,8 +6,7 @@ components (divided by its norm) and its ranking can be read off the vector.
 import pytest
 import torch
 
-from rscc.metrics.retrieval import (authors_retrieval, caption_duplicates, cross_modal_retrieval,
-                                    first_caption_index)
+from rscc.metrics.retrieval import authors_retrieval, caption_duplicates, cross_modal_retrieval, first_caption_index
 
 # --- authors' protocol --------------------------------------------------------------------
 # pairs 0, 1: no change (label -1); pairs 2, 3: changed (label = own id)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from rscc.errors import RsccError
-from rscc.index import GalleryIndex, INDEX_FILE, Embedder
+from rscc.index import INDEX_FILE, Embedder, GalleryIndex
 from rscc.widgets import ChangeExplorer, gallery_index
 
 QUERY = "many houses are built along the road"
@@ -64,7 +64,7 @@ def test_search_results_carry_the_pairs_first_reference_and_change_flag(explorer
 
 
 def test_show_pair_gives_the_greedy_and_beam_captions_of_rscc_caption(explorer, test_pairs):
-    from rscc.data.levircc import open_rgb
+    from rscc.data.images import open_rgb
     from rscc.generate import caption_pairs
 
     pair_id = explorer.search(QUERY, k=1)[0]["id"]

@@ -14,8 +14,6 @@ import sys
 import warnings
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -54,7 +52,8 @@ def run(args) -> int:
     if args.pairs is not None and args.attention:
         raise RsccError("--attention draws one pair; use it with BEFORE AFTER")
 
-    from rscc.model.run import load_run, resolve_device
+    from rscc.device import resolve_device
+    from rscc.runs import load_run
 
     model, config, vocab = load_run(args.run, which=args.checkpoint, device=resolve_device(args.device))
     if args.pairs is not None:
@@ -63,7 +62,7 @@ def run(args) -> int:
 
 
 def _caption_one(args, model, vocab) -> int:
-    from rscc.data.levircc import open_rgb
+    from rscc.data.images import open_rgb
     from rscc.generate import caption_pairs
 
     before, after = open_rgb(args.before), open_rgb(args.after)
@@ -94,6 +93,7 @@ def folder_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
     """(A/<name>, B/<name>) for every image name in both subfolders, sorted by name.
 
     RsccError when a subfolder is missing or a name is in only one of them."""
+    from rscc.data.images import IMAGE_SUFFIXES, image_names
     from rscc.errors import DatasetError
 
     folder = Path(folder)
@@ -102,21 +102,21 @@ def folder_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
         path = folder / side
         if not path.is_dir():
             raise DatasetError(f"{path}: folder not found (--pairs expects {folder}/A and {folder}/B)")
-        sides[side] = {p.name for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        sides[side] = image_names(path)
     only_a, only_b = sorted(sides["A"] - sides["B"]), sorted(sides["B"] - sides["A"])
     if only_a or only_b:
         parts = [f"{len(names)} only in {folder / side} (e.g. {', '.join(names[:3])})"
                  for side, names in (("A", only_a), ("B", only_b)) if names]
         raise DatasetError(f"{folder}: images must come in pairs of the same name: " + "; ".join(parts))
     if not sides["A"]:
-        raise DatasetError(f"{folder}: no images in A/ and B/ (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DatasetError(f"{folder}: no images in A/ and B/ (looked for {', '.join(IMAGE_SUFFIXES)})")
     return [(folder / "A" / name, folder / "B" / name) for name in sorted(sides["A"])]
 
 
 def _caption_folder(args, model, vocab) -> int:
     import torch
 
-    from rscc.data.levircc import open_rgb
+    from rscc.data.images import open_rgb
     from rscc.generate import caption_pairs
 
     pairs = folder_pairs(args.pairs)

@@ -108,7 +108,8 @@ def score_rows(rows: list[dict], protocol: str = "tokens", meteor: bool = True, 
     references = {row["id"]: row["references"] for row in rows}
     flagged = sum("changed" in row for row in rows)
     if 0 < flagged < len(rows):
-        raise RsccError(f"the 'changed' flag is on {flagged} of {len(rows)} predictions; give it on every line or on none")
+        raise RsccError(f"the 'changed' flag is on {flagged} of {len(rows)} predictions; "
+                        "give it on every line or on none")
     changed = {row["id"]: row["changed"] for row in rows} if flagged else None
     return score_captions(predictions, references, protocol=protocol, changed=changed, meteor=meteor, spice=spice)
 

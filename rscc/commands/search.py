@@ -29,7 +29,8 @@ def register(subparsers) -> None:
                         help="torch: exact (default); faiss-flat: exact with FAISS; faiss-ivf / faiss-hnsw: "
                         "approximate, for galleries of millions (built once, cached under INDEX_DIR/faiss/)")
     parser.add_argument("--nprobe", type=int, default=16, help="faiss-ivf: cells visited per query (default 16)")
-    parser.add_argument("--nlist", type=int, help="faiss-ivf: number of cells (default: square root of the gallery size)")
+    parser.add_argument("--nlist", type=int,
+                        help="faiss-ivf: number of cells (default: square root of the gallery size)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ... for the text tower (default auto)")
     parser.set_defaults(func=run)
 

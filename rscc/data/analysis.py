@@ -3,7 +3,7 @@ and the caption-similarity distribution that motivates false-negative handling (
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

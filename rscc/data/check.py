@@ -20,7 +20,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from rscc.data.levircc import CAPTIONS_FILE, CAPTIONS_PER_PAIR, SPLITS, is_no_change, rgb_problem, tokenize
+from rscc.data.images import rgb_problem
+from rscc.data.levircc import CAPTIONS_FILE, CAPTIONS_PER_PAIR, SPLITS, is_no_change, tokenize
 
 REQUIRED_FIELDS = ("filepath", "filename", "imgid", "split", "sentences")
 # modes the reader converts to RGB without losing information
@@ -79,7 +80,8 @@ def validate_dataset(root: str | Path, images: bool = True, with_summary: bool =
         if "sentids" in record and not (
             isinstance(record["sentids"], list) and len(record["sentids"]) == CAPTIONS_PER_PAIR
         ):
-            problems.append(Problem(where, f"'sentids' must be a list of {CAPTIONS_PER_PAIR} ids, found {record['sentids']!r}"))
+            problems.append(Problem(
+                where, f"'sentids' must be a list of {CAPTIONS_PER_PAIR} ids, found {record['sentids']!r}"))
         if sentences is not None and "changeflag" in record:
             stock = is_no_change(sentences)
             if record["changeflag"] not in (0, 1):
@@ -133,7 +135,8 @@ def _load_records(root: Path, problems: list[Problem]) -> list | None:
         problems.append(Problem(str(path), f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"))
         return None
     if not isinstance(data, dict):
-        problems.append(Problem(str(path), f"expected a JSON object with an 'images' list, found {type(data).__name__}"))
+        problems.append(Problem(
+            str(path), f"expected a JSON object with an 'images' list, found {type(data).__name__}"))
         return None
     if "images" not in data:
         problems.append(Problem(str(path), "missing 'images' key (expected {\"images\": [...]})"))
@@ -187,7 +190,8 @@ def _check_images(root: Path, pairs: list[tuple[int, str, str]], problems: list[
         (path_a, size_a), (path_b, size_b) = sizes
         if size_a and size_b and size_a != size_b:
             problems.append(Problem(
-                str(path_b), f"{size_b[0]}x{size_b[1]} but its A image {path_a} is {size_a[0]}x{size_a[1]}; both must have the same size",
+                str(path_b), f"{size_b[0]}x{size_b[1]} but its A image {path_a} is {size_a[0]}x{size_a[1]}; "
+                "both must have the same size",
             ))
 
 
@@ -213,7 +217,8 @@ def _check_image(path: Path, problems: list[Problem]) -> tuple[int, int] | None:
         if mode.startswith("I") or mode == "F":
             why = f"{mode} (16-bit, 32-bit or float) image; expected 8-bit RGB"
         else:
-            why = f"{mode} image with bands {''.join(bands)}; expected 8-bit RGB (grayscale, RGBA and palette are converted)"
+            why = (f"{mode} image with bands {''.join(bands)}; "
+                   "expected 8-bit RGB (grayscale, RGBA and palette are converted)")
         problems.append(Problem(str(path), why))
         return None
     return size

@@ -10,15 +10,16 @@ import json
 import re
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
+from rscc.data.images import open_pair
 from rscc.errors import DatasetError
 from rscc.text import NO_CHANGE_SENTENCES, is_no_change  # noqa: F401  (re-exported: the data layer's names)
 
@@ -189,7 +190,7 @@ class Vocabulary:
         return word in self.word_to_id
 
     @classmethod
-    def build(cls, pairs: Sequence[Pair], rule: str = "authors") -> "Vocabulary":
+    def build(cls, pairs: Sequence[Pair], rule: str = "authors") -> Vocabulary:
         """Build a vocabulary from caption tokens.
 
         ``authors`` (faithful, needed to load the released checkpoint): tokens of ALL splits,
@@ -212,7 +213,7 @@ class Vocabulary:
         Path(path).write_text(json.dumps(self.word_to_id, indent=0))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocabulary":
+    def load(cls, path: str | Path) -> Vocabulary:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -288,56 +289,9 @@ def encode_captions(
 
 
 # ----------------------------------------------------------------------------- images
-def rgb_problem(img: Image.Image) -> str | None:
-    """Why an opened (not yet loaded) image cannot be read as 8-bit RGB without losing information,
-    or None. Pillow itself keeps only the high byte of a 16-bit RGB PNG or TIFF and silently drops
-    the bands of a 4-or-more-band TIFF beyond the third: the file's header gives them away."""
-    if img.mode.startswith("I") or img.mode == "F":
-        return f"{img.mode} (16-bit, 32-bit or float) image; expected 8-bit RGB"
-    tags = getattr(img, "tag_v2", None)  # TIFF header
-    if tags is not None:
-        bits = tags.get(258) or ()
-        bits = tuple(bits) if isinstance(bits, (tuple, list)) else (bits,)
-        if any(b > 8 for b in bits):
-            return f"{max(bits)}-bit TIFF ({len(bits)} band(s)); expected 8-bit RGB"
-        samples = tags.get(277) or 1
-        if samples > len(img.getbands()):
-            return f"TIFF with {samples} bands (multispectral?); expected RGB (3 bands, or 4 with alpha)"
-    for tile in img.tile:  # raw modes such as RGB;16B (16-bit PNG)
-        args = tile[3] if len(tile) > 3 else None
-        rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else ""
-        if isinstance(rawmode, str) and (";16" in rawmode or ";32" in rawmode):
-            return f"16-bit {img.format or ''} image ({rawmode}); expected 8-bit RGB".replace("  ", " ")
-    if len(img.getbands()) > 4 or img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        return f"{img.mode} image with bands {''.join(img.getbands())}; expected RGB"
-    return None
-
-
-def open_rgb(path: str | Path) -> Image.Image:
-    """Open an image as RGB. Grayscale, RGBA and palette images are converted; 16-bit and
-    multi-band images are rejected with a DatasetError naming the file (:func:`rgb_problem`)."""
-    path = Path(path)
-    try:
-        img = Image.open(path)
-        problem = rgb_problem(img)
-        if problem is None:
-            img.load()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot decode image ({exc})") from None
-    if problem is not None:
-        raise DatasetError(f"{path}: {problem}")
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
 def load_pair_images(pair: Pair, root: str | Path) -> tuple[Image.Image, Image.Image]:
     """Both images of a pair as RGB; a size mismatch is an error naming both files."""
-    path_a, path_b = pair.image_paths(root)
-    img_a, img_b = open_rgb(path_a), open_rgb(path_b)
-    if img_a.size != img_b.size:
-        raise DatasetError(f"{path_a} is {img_a.size[0]}x{img_a.size[1]} but {path_b} is {img_b.size[0]}x{img_b.size[1]}")
-    return img_a, img_b
+    return open_pair(*pair.image_paths(root))
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -421,7 +375,8 @@ def dataset_stats(path: str | Path, rule: str = "authors") -> dict:
     """Per split: pairs, changed pairs, mean/max caption length in tokens; vocabulary size."""
     pairs = load_pairs(path)
     vocab = Vocabulary.build(pairs, rule=rule)
-    out: dict = {"source": str(captions_path(path)), "vocabulary_rule": rule, "vocabulary_size": len(vocab), "splits": {}}
+    out: dict = {"source": str(captions_path(path)), "vocabulary_rule": rule, "vocabulary_size": len(vocab),
+                 "splits": {}}
     for split in SPLITS:
         sp = [p for p in pairs if p.split == split]
         if not sp:

@@ -38,9 +38,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from rscc.config import CHOICES
 from rscc.data.levircc import SPLITS, Pair
 
-SIMILARITY_SOURCES = ("string", "sentence")
+SIMILARITY_SOURCES = CHOICES["loss.similarity_source"]
 TOP = 3  # the head of the first-caption distribution that top3_first_share sums
 
 

@@ -13,7 +13,6 @@ import sys
 from rscc.experiments.reproduce import notebooks, run_notebook
 from rscc.paths import REPO_ROOT
 
-
 MARK = "# NBVAL_CHECK_OUTPUT"
 
 

@@ -25,7 +25,8 @@ def load_clip(model_name: str, pretrained: str | None, device: str | torch.devic
     model = preprocess = None
     if pretrained is not None:
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
+            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained,
+                                                                         device=device)
         except Exception as exc:  # offline hub, missing file, unknown tag: fall back, loudly
             warnings.warn(f"zero-shot baseline: could not load weights {pretrained!r} for {model_name} ({exc}); "
                           "using RANDOM initialisation, the scores are not a baseline", stacklevel=2)
@@ -63,7 +64,8 @@ def zero_shot_embeddings(model_name: str, pretrained: str | None, pairs_A: Seque
     init). Embeddings are returned unnormalised, on the CPU.
     """
     if len(pairs_A) != len(pairs_B):
-        raise ValueError(f"zero_shot_embeddings needs as many before as after images ({len(pairs_A)} vs {len(pairs_B)})")
+        raise ValueError("zero_shot_embeddings needs as many before as after images "
+                         f"({len(pairs_A)} vs {len(pairs_B)})")
     model, preprocess, tokenizer = load_clip(model_name, pretrained, device)
     pair_emb = []
     for start in range(0, len(pairs_A), batch_size):

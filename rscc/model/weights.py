@@ -91,7 +91,8 @@ def remoteclip_file(name: str) -> tuple[Path | None, str]:
         return None, "huggingface_hub is not installed"
     offline = offline_setting()
     try:
-        path = hf_hub_download(REMOTECLIP_REPO, f"RemoteCLIP-{name}.pt", local_files_only=offline is not None, etag_timeout=10)
+        path = hf_hub_download(REMOTECLIP_REPO, f"RemoteCLIP-{name}.pt", local_files_only=offline is not None,
+                               etag_timeout=10)
     except Exception as exc:  # noqa: BLE001 - offline, missing or unreachable: all mean "no weights"
         why = f"{offline} is set and the file is not in the local cache" if offline else type(exc).__name__
         return None, why

@@ -219,8 +219,9 @@ def demo_model(settings, root: str | Path, run: str = "03_joint_training", seed:
     randomly initialised cpu-tiny model (the profile's own size when it trains cpu-tiny) with
     the vocabulary of the dataset at ``root``."""
     from rscc.data.levircc import Vocabulary, load_pairs
+    from rscc.device import resolve_device
     from rscc.errors import CheckpointError
-    from rscc.model.run import load_run, resolve_device
+    from rscc.runs import load_run
 
     device = resolve_device(settings.device)
     run_dir = settings.run_dir(run)
