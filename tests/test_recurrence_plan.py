@@ -34,6 +34,7 @@ def test_the_smoke_plans_default_level_is_notebook_04s_ablation_reused():
     assert len(default) == len(ablation_plan(smoke))
     assert {config_digest(run_config(smoke, e["overrides"])) for e in default} == ablation
     other = [e for e in recurrence_plan(smoke) if e["stock_share"] != 0.25]
+    assert {e["stock_share"] for e in other} == {1.0}
     assert not {config_digest(run_config(smoke, e["overrides"])) for e in other} & ablation
 
 
