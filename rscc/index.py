@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rscc.data.images import IMAGE_SUFFIXES, PairImages, image_names
+from rscc.data.images import PairImages, folder_pairs
 from rscc.data.levircc import CAPTIONS_FILE, SPLITS, load_pairs, tokenize
 from rscc.errors import CheckpointError, ConfigError, DatasetError, RsccError
 from rscc.paths import atomic_replace, atomic_write
@@ -88,16 +88,7 @@ def discover_pairs(source: str | Path, split: str | None = None) -> list[PairFil
     if not (dir_a.is_dir() and dir_b.is_dir()):
         raise DatasetError(f"{source}: expected sub-folders A/ and B/ with matching file names, "
                            f"or a LEVIR-CC root holding {CAPTIONS_FILE}")
-    names_a, names_b = image_names(dir_a), image_names(dir_b)
-    for here, other, there in ((names_a, names_b, dir_b), (names_b, names_a, dir_a)):
-        alone = sorted(here - other)
-        if alone:
-            more = f" and {len(alone) - 3} more" if len(alone) > 3 else ""
-            raise DatasetError(f"{there}: no image named {', '.join(alone[:3])}{more} (every image "
-                               "needs a partner of the same file name in the other folder)")
-    if not names_a:
-        raise DatasetError(f"{dir_a}: no image ({', '.join(IMAGE_SUFFIXES)})")
-    return [PairFiles(n, (dir_a / n).resolve(), (dir_b / n).resolve()) for n in sorted(names_a)]
+    return [PairFiles(a.name, a.resolve(), b.resolve()) for a, b in folder_pairs(source)]
 
 
 # ----------------------------------------------------------------------------- the model side

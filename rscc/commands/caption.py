@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -89,34 +88,10 @@ def _caption_one(args, model, vocab) -> int:
     return 0
 
 
-def folder_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
-    """(A/<name>, B/<name>) for every image name in both subfolders, sorted by name.
-
-    RsccError when a subfolder is missing or a name is in only one of them."""
-    from rscc.data.images import IMAGE_SUFFIXES, image_names
-    from rscc.errors import DatasetError
-
-    folder = Path(folder)
-    sides = {}
-    for side in ("A", "B"):
-        path = folder / side
-        if not path.is_dir():
-            raise DatasetError(f"{path}: folder not found (--pairs expects {folder}/A and {folder}/B)")
-        sides[side] = image_names(path)
-    only_a, only_b = sorted(sides["A"] - sides["B"]), sorted(sides["B"] - sides["A"])
-    if only_a or only_b:
-        parts = [f"{len(names)} only in {folder / side} (e.g. {', '.join(names[:3])})"
-                 for side, names in (("A", only_a), ("B", only_b)) if names]
-        raise DatasetError(f"{folder}: images must come in pairs of the same name: " + "; ".join(parts))
-    if not sides["A"]:
-        raise DatasetError(f"{folder}: no images in A/ and B/ (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return [(folder / "A" / name, folder / "B" / name) for name in sorted(sides["A"])]
-
-
 def _caption_folder(args, model, vocab) -> int:
     import torch
 
-    from rscc.data.images import open_rgb
+    from rscc.data.images import folder_pairs, open_rgb
     from rscc.generate import caption_pairs
 
     pairs = folder_pairs(args.pairs)

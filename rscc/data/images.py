@@ -19,6 +19,27 @@ def image_names(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
+def folder_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
+    """``(folder/A/<name>, folder/B/<name>)`` for every image name, sorted by name; DatasetError
+    naming the folder when ``A/`` or ``B/`` is missing, an image has no partner of the same name
+    in the other folder, or there is no image at all."""
+    folder = Path(folder)
+    dir_a, dir_b = folder / "A", folder / "B"
+    for side in (dir_a, dir_b):
+        if not side.is_dir():
+            raise DatasetError(f"{side}: folder not found (expected {dir_a} and {dir_b} with matching file names)")
+    names_a, names_b = image_names(dir_a), image_names(dir_b)
+    for here, other, there in ((names_a, names_b, dir_b), (names_b, names_a, dir_a)):
+        alone = sorted(here - other)
+        if alone:
+            more = f" and {len(alone) - 3} more" if len(alone) > 3 else ""
+            raise DatasetError(f"{there}: no image named {', '.join(alone[:3])}{more} (every image "
+                               "needs a partner of the same file name in the other folder)")
+    if not names_a:
+        raise DatasetError(f"{dir_a}: no image ({', '.join(IMAGE_SUFFIXES)})")
+    return [(dir_a / name, dir_b / name) for name in sorted(names_a)]
+
+
 def rgb_problem(img: Image.Image) -> str | None:
     """Why an opened (not yet loaded) image cannot be read as 8-bit RGB without losing information,
     or None. Pillow itself keeps only the high byte of a 16-bit RGB PNG or TIFF and silently drops
