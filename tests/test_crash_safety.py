@@ -104,7 +104,7 @@ def test_a_training_killed_by_sigkill_keeps_its_last_checkpoint_and_resumes_to_i
         kill_setup, tmp_path, monkeypatch, kill_at, left_behind):
     from safetensors.torch import load_file
 
-    from rscc.model.run import checkpoint_dir
+    from rscc.runs import checkpoint_dir
     from rscc.train import read_state
 
     env, data, driver, expected = kill_setup
@@ -129,19 +129,20 @@ def test_a_training_killed_by_sigkill_keeps_its_last_checkpoint_and_resumes_to_i
 # ============================================================================ faults: a loss that is not finite
 def test_an_infinite_loss_stops_with_the_step_number_and_keeps_the_last_good_checkpoint(small_data, tmp_path,
                                                                                          monkeypatch):
+    import rscc.losses
     import rscc.train as trainer
     from rscc.config import load_preset
 
     data, cache, _ = small_data
     monkeypatch.setenv("RSCC_CACHE", str(cache))
-    real, calls = trainer.caption_loss, {"n": 0}
+    real, calls = rscc.losses.caption_loss, {"n": 0}
 
     def overflowing(logits, labels):
         calls["n"] += 1
         loss = real(logits, labels)
         return loss * float("inf") if calls["n"] == 4 else loss
 
-    monkeypatch.setattr(trainer, "caption_loss", overflowing)
+    monkeypatch.setattr(rscc.losses, "caption_loss", overflowing)
     with pytest.raises(RsccError, match=r"step 4: the loss is not finite \(loss inf") as error:
         trainer.train(load_preset("cpu-tiny", SMALL + [f"data.root={data}"]), tmp_path / "run", progress=False)
     assert f"the last good checkpoint is {tmp_path / 'run' / 'last'} (step 3)" in str(error.value)

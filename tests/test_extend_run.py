@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-import rscc.train as trainer
+import rscc.training.loop as trainer
 from rscc.cli import main as cli_main
 from rscc.config import load_preset
 from rscc.data.synth import ensure_synthetic
 from rscc.errors import CheckpointError
+from rscc.training.preflight import check_resumed_config
 
 # 40 synthetic pairs of 64 px at batch 16: 9 steps per epoch, a few seconds per epoch on one thread
 SMALL = [
@@ -76,10 +77,10 @@ def test_an_extended_cosine_run_keeps_its_warm_up_and_decays_to_the_new_last_ste
 def test_fewer_epochs_or_another_change_on_resume_is_still_refused(tmp_path):
     where = tmp_path / "config.yaml"
     with pytest.raises(CheckpointError, match="train.epochs: 2 -> 1"):
-        trainer.check_resumed_config(config("train.epochs=1"), config("train.epochs=2"), where)
+        check_resumed_config(config("train.epochs=1"), config("train.epochs=2"), where)
     with pytest.raises(CheckpointError, match="train.lr"):
-        trainer.check_resumed_config(config("train.epochs=3", "train.lr=2e-3"), config("train.epochs=2"), where)
-    trainer.check_resumed_config(config("train.epochs=3"), config("train.epochs=2"), where)  # accepted
+        check_resumed_config(config("train.epochs=3", "train.lr=2e-3"), config("train.epochs=2"), where)
+    check_resumed_config(config("train.epochs=3"), config("train.epochs=2"), where)  # accepted
 
 
 def test_the_cli_extends_a_run_from_its_saved_configuration(copy, capsys):

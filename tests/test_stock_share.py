@@ -5,13 +5,15 @@ import json
 import pytest
 import yaml
 
-import rscc.train as trainer
+import rscc.training.loop as trainer
 from rscc.config import DataConfig, RunConfig, load_preset
 from rscc.data.synth import MARKER_FILE, STOCK_SHARE, STOCK_SHARE_HIGH
 from rscc.errors import ConfigError
 from rscc.evaluate import data_root
 from rscc.experiments.profiles import get_profile
 from rscc.experiments.study import config_digest, dataset_root
+from rscc.training.data import resolve_data_root
+from rscc.training.distributed import Processes
 
 # 1 optimiser step on 24 synthetic pairs of 64 px, exact-string false negatives (no sentence encoder)
 TINY = [
@@ -73,7 +75,7 @@ def test_a_run_with_share_1_trains_on_the_high_recurrence_set(cache, tmp_path):
 
 
 def test_the_default_share_keeps_the_default_dataset_folder(cache):
-    root = trainer.resolve_data_root(load_preset("cpu-tiny", TINY), trainer.Processes(), progress=False)
+    root = resolve_data_root(load_preset("cpu-tiny", TINY), Processes(), progress=False)
     assert root == cache / "synthetic-24-64-0"
     assert json.loads((root / MARKER_FILE).read_text())["stock_share"] == STOCK_SHARE
 
@@ -81,9 +83,9 @@ def test_the_default_share_keeps_the_default_dataset_folder(cache):
 def test_high_share_captions_recur_more_on_the_same_images(cache):
     from rscc.data.levircc import load_pairs
 
-    low = trainer.resolve_data_root(load_preset("cpu-tiny", TINY + ["data.synth_stock_share=0"]), trainer.Processes(),
+    low = resolve_data_root(load_preset("cpu-tiny", TINY + ["data.synth_stock_share=0"]), Processes(),
                                     progress=False)
-    high = trainer.resolve_data_root(load_preset("cpu-tiny", TINY + ["data.synth_stock_share=1"]), trainer.Processes(),
+    high = resolve_data_root(load_preset("cpu-tiny", TINY + ["data.synth_stock_share=1"]), Processes(),
                                      progress=False)
     assert (low.name, high.name) == ("synthetic-24-64-0-stock0", "synthetic-24-64-0-stock1")
     image = sorted((low / "images" / "train" / "A").iterdir())[0]

@@ -9,13 +9,19 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import rscc.train as trainer
+import rscc.losses
+import rscc.training.loop as trainer
+import rscc.training.preflight
 from rscc.cli import main as cli_main
 from rscc.config import RunConfig, load_preset
 from rscc.data.levircc import Vocabulary, load_pairs
 from rscc.data.synth import ensure_synthetic
 from rscc.errors import CheckpointError, ConfigError, DatasetError, RsccError
 from rscc.feature_cache import dataset_digest
+from rscc.runs import checkpoint_dir
+from rscc.training.sampling import EpochBatches
+from rscc.training.schedule import warmup_schedule
+from rscc.training.validation import text_to_pair_hit_rate
 
 # A model that trains 12 steps in a few seconds: 40 synthetic pairs of 64 px, 9 batches per epoch.
 SMALL = [
@@ -115,21 +121,21 @@ def test_checkpoint_swap_killed_between_its_renames_is_recovered(tmp_path):
     run.mkdir()
     (run / ".last.old").mkdir()  # what a kill between `last -> .last.old` and `tmp -> last` leaves
     torch.save({"step": 3}, run / ".last.old" / "state.pt")
-    assert trainer.checkpoint_dir(run, "last") == run / "last"
+    assert checkpoint_dir(run, "last") == run / "last"
     assert torch.load(run / "last" / "state.pt")["step"] == 3
 
 
 # ----------------------------------------------------------------------------- failures
 def test_nan_loss_stops_with_the_step_number_and_keeps_the_last_good_checkpoint(cache, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = trainer.caption_loss
+    real = rscc.losses.caption_loss
 
     def poisoned(logits, labels):
         calls["n"] += 1
         loss = real(logits, labels)
         return loss * float("nan") if calls["n"] == 5 else loss
 
-    monkeypatch.setattr(trainer, "caption_loss", poisoned)
+    monkeypatch.setattr(rscc.losses, "caption_loss", poisoned)
     with pytest.raises(RsccError, match="step 5: the loss is not finite") as info:
         trainer.train(small_config(), tmp_path / "run", progress=False)
     assert "step 3" in str(info.value)
@@ -165,7 +171,7 @@ def test_unwritable_output_directory_is_rejected(cache, tmp_path):
 
 
 def test_nearly_full_disk_is_rejected_before_training(cache, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    monkeypatch.setattr(rscc.training.preflight.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     with pytest.raises(RsccError, match="GB free"):
         trainer.train(small_config(), tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "last").exists()
@@ -204,20 +210,50 @@ def test_feature_cache_key_changes_when_an_image_changes(cache, tmp_path):
 
 
 # ----------------------------------------------------------------------------- schedule, sampling, metric
+def rates(total_steps, warmup_steps, kind, steps):
+    """The multipliers of the learning rate after each of ``steps`` optimiser steps."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_schedule(optimizer, total_steps, warmup_steps, kind)
+    return [scheduler.lr_lambdas[0](s) for s in steps]
+
+
 def test_warmup_is_linear_from_zero_then_constant():
-    schedule = trainer.WarmupSchedule(total_steps=100, warmup_steps=2.5)
-    assert [schedule(s) for s in (0, 1, 2, 3, 99)] == [0.0, 0.4, 0.8, 1.0, 1.0]
+    assert rates(100, 2.5, "constant", (0, 1, 2, 3, 99)) == [0.0, 0.4, 0.8, 1.0, 1.0]
 
 
 def test_cosine_schedule_decays_to_zero_after_warmup():
-    schedule = trainer.WarmupSchedule(total_steps=110, warmup_steps=10, kind="cosine")
-    assert schedule(10) == 1.0
-    assert schedule(60) == pytest.approx(0.5)
-    assert schedule(110) == pytest.approx(0.0)
+    assert rates(110, 10, "cosine", (10,)) == [1.0]
+    assert rates(110, 10, "cosine", (60, 110)) == [pytest.approx(0.5), pytest.approx(0.0)]
+
+
+@pytest.mark.parametrize("kind", ["constant", "cosine"])
+def test_transformers_schedules_compute_the_warmup_schedule_with_a_float_warmup(kind):
+    """The schedule rscc used before it took transformers': linear warm-up over a float number of
+    steps, then 1 or 0.5 * (1 + cos(pi * progress)); the values agree exactly."""
+    import math
+
+    total, warmup = 37, 0.025 * 37  # train.warmup x total steps: not a whole number of steps
+
+    def expected(step):
+        if step < warmup:
+            return step / max(1.0, warmup)
+        if kind == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1.0, total - warmup))))
+
+    steps = list(range(total + 1))
+    assert rates(total, warmup, kind, steps) == [expected(s) for s in steps]
+    assert rates(total, 5.5, kind, [0, 1, 5, 6]) == [0.0, 1 / 5.5, 5 / 5.5, 1.0 if kind == "constant"
+                                                     else 0.5 * (1.0 + math.cos(math.pi * 0.5 / 31.5))]
+
+
+def test_an_unknown_schedule_is_refused():
+    with pytest.raises(ConfigError, match="train.schedule 'linear'"):
+        rates(10, 1.0, "linear", [0])
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch_and_skip_drops_consumed_batches():
-    batches = trainer.EpochBatches(range(50), batch_size=8, seed=42)
+    batches = EpochBatches(range(50), batch_size=8, seed=42)
     batches.start(epoch=3)
     full = list(batches)
     batches.start(epoch=3, skip=2)
@@ -228,8 +264,8 @@ def test_epoch_order_depends_only_on_seed_and_epoch_and_skip_drops_consumed_batc
 
 
 def test_two_ranks_together_take_the_single_process_batch():
-    single = trainer.EpochBatches(range(48), batch_size=8, seed=1)
-    ranks = [trainer.EpochBatches(range(48), batch_size=8, seed=1, rank=r, world=2) for r in (0, 1)]
+    single = EpochBatches(range(48), batch_size=8, seed=1)
+    ranks = [EpochBatches(range(48), batch_size=8, seed=1, rank=r, world=2) for r in (0, 1)]
     for sampler in (single, *ranks):
         sampler.start(epoch=2)
     per_rank = [list(r) for r in ranks]
@@ -240,8 +276,8 @@ def test_text_to_pair_hit_rate_counts_self_and_no_change_pairs():
     vis = torch.eye(3)
     text = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, 0, 1.0]])  # query 1 finds pair 2 first
     labels = torch.tensor([5, -1, -1])
-    assert trainer.text_to_pair_hit_rate(vis, text, labels, k=1) == pytest.approx(100.0)
-    assert trainer.text_to_pair_hit_rate(vis, text, torch.tensor([5, 6, 7]), k=1) == pytest.approx(200 / 3)
+    assert text_to_pair_hit_rate(vis, text, labels, k=1) == pytest.approx(100.0)
+    assert text_to_pair_hit_rate(vis, text, torch.tensor([5, 6, 7]), k=1) == pytest.approx(200 / 3)
 
 
 @pytest.mark.parametrize("criterion", ["retrieval", "cider"])

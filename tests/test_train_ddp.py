@@ -31,7 +31,7 @@ def test_torchrun_with_two_processes_trains_and_rank_zero_writes_the_run(tmp_pat
     out = tmp_path / "run"
     env = dict(os.environ, RSCC_CACHE=str(cache), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", "rscc.train", "--preset", "cpu-tiny", "--data", "synthetic",
+               str(_free_port()), "-m", "rscc", "train", "--preset", "cpu-tiny", "--data", "synthetic",
                "--out", str(out), "--no-progress", *SMALL]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]

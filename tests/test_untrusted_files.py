@@ -41,7 +41,8 @@ def test_a_training_state_with_code_in_its_pickle_is_refused_on_resume_and_never
 
 
 def test_training_states_round_trip_through_torch_load_with_weights_only(small_data):
-    from rscc.train import read_state, set_rng_state
+    from rscc.training.checkpoint import read_state
+    from rscc.training.sampling import set_rng_state
 
     state = read_state(small_data[2] / "last")  # python, numpy and torch RNG states included
     set_rng_state(state["rng"][0])

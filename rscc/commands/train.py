@@ -1,6 +1,11 @@
-"""`rscc train`: train RSICRC from a preset into a run directory (also `python -m rscc.train`)."""
+"""`rscc train`: train RSICRC from a preset into a run directory; also the torchrun entry point.
+
+``torchrun --nproc_per_node N -m rscc train --preset P --out RUN …`` runs this command in every
+process (``python -m rscc.train …`` is the same command).
+"""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -13,7 +18,7 @@ Extend a run: rscc train --out RUN_DIR --resume train.epochs=N (N above the run'
 from its last checkpoint to N epochs. The warm-up is not repeated (it keeps its length in steps);
 a constant rate stays constant; a cosine decay is stretched to end at the new last step, so a
 finished cosine run restarts from a higher rate. Every other change of configuration is refused.
-Several GPUs: torchrun --nproc_per_node N -m rscc.train --preset P --data DIR --out RUN_DIR
+Several GPUs: torchrun --nproc_per_node N -m rscc train --preset P --data DIR --out RUN_DIR
 """
 
 
@@ -32,7 +37,7 @@ def add_arguments(parser) -> None:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train a model into a run directory", description=DESCRIPTION,
-                                   formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -58,15 +63,15 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from rscc.train import train
+    """Train, print the summary (rank 0); under torchrun every rank then leaves the process group together."""
+    from rscc.training.distributed import is_rank_zero, leave_process_group, wait_for_every_rank
+    from rscc.training.loop import train
 
-    summary = train(config_from_args(args), args.out, resume=args.resume, progress=not args.no_progress)
-    if summary.get("world_size", 1) == 1 or _is_rank_zero():
-        print(json.dumps(summary, indent=1))
-    return 0
-
-
-def _is_rank_zero() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
+    try:
+        summary = train(config_from_args(args), args.out, resume=args.resume, progress=not args.no_progress)
+        if summary.get("world_size", 1) == 1 or is_rank_zero():
+            print(json.dumps(summary, indent=1))
+        wait_for_every_rank()
+        return 0
+    finally:
+        leave_process_group()
