@@ -22,6 +22,7 @@ from rscc.losses import caption_loss
 from rscc.model.backbones import Backbone, backbone_shape, build_backbone
 from rscc.model.decoder import CaptionDecoder, self_attention_mask, text_embedding
 from rscc.model.encoder import HSA, AttentionPooling, CosineMaskFusion, HSAAttention
+from rscc.model.weights import state_mismatch
 
 TIED_KEY = "decoder.token_embedding.weight"  # the same tensor as decoder.lm_head.weight when tied
 
@@ -167,11 +168,7 @@ def load_state(model: RSICRC, state: dict[str, torch.Tensor], source: str) -> No
             state["decoder.lm_head.weight"] = state[TIED_KEY]
         if "decoder.lm_head.weight" in state:
             state[TIED_KEY] = state["decoder.lm_head.weight"]
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
-             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    missing, unexpected, wrong = state_mismatch(model.state_dict(), state)
     if missing or unexpected or wrong:
         parts = []
         if wrong:

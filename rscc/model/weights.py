@@ -52,6 +52,18 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+def state_mismatch(own: dict[str, torch.Tensor],
+                   state: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+    """How ``state`` (from a file) fails to fit a module whose state dict is ``own``: the missing
+    keys, the unexpected keys and the keys of another shape (``key: file (shape), model (shape)``),
+    each in the module's or the file's order; three empty lists when it fits."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    return missing, unexpected, wrong
+
+
 def load_tower_file(net: nn.Module, path: Path, name: str, drop: tuple[str, ...] = (), prefix: str = "") -> None:
     """Load ``path`` into the tower ``net`` of backbone ``name``, keys matching exactly.
 
@@ -66,11 +78,7 @@ def load_tower_file(net: nn.Module, path: Path, name: str, drop: tuple[str, ...]
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if drop:
         state = {k: v for k, v in state.items() if not k.startswith(drop)}
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-             for k in own if k in state and state[k].shape != own[k].shape]
+    missing, unexpected, wrong = state_mismatch(net.state_dict(), state)
     if missing or unexpected or wrong:
         raise CheckpointError(
             f"{path}: not {name} backbone weights (model.pretrained); missing keys {missing[:3]}, "
