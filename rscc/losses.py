@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -243,6 +244,82 @@ def caption_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1),
                            ignore_index=IGNORE_INDEX)
 
+
+
+# --------------------------------------------------------------------------- the joint loss
+@dataclass
+class LossTerms:
+    """One batch's terms of ``L_cap + lam * L_con``: tensors to differentiate, and their values.
+
+    ``caption`` is what to differentiate: under DDP the local token mean reweighted so that DDP's
+    gradient average is the gradient of the global token mean, whose value is ``caption_value``."""
+
+    caption: torch.Tensor
+    contrastive: torch.Tensor
+    total: torch.Tensor
+    caption_value: float
+    contrastive_value: float
+    lam: float
+
+    @property
+    def total_value(self) -> float:
+        return self.caption_value + self.lam * self.contrastive_value
+
+
+class JointLoss(nn.Module):
+    """``L_cap + lam * L_con`` of a batch (METHOD §3), every term returned (as open_clip's ``CoCaLoss``).
+
+    The trainer and validation hand it the model's output and the batch; which inputs the
+    contrastive loss's false-negative mask takes (caption keys or sentence embeddings) and the
+    DDP weighting of the caption loss stay in here. Its parameters are the contrastive loss's (a
+    learnable temperature)."""
+
+    def __init__(self, contrastive: ContrastiveLoss, lam: float):
+        super().__init__()
+        self.contrastive, self.lam = contrastive, float(lam)
+
+    @classmethod
+    def from_config(cls, config) -> JointLoss:
+        """Build from a :class:`rscc.config.LossConfig`."""
+        return cls(ContrastiveLoss.from_config(config), config.lam)
+
+    def forward(self, out, batch: dict, similarity: torch.Tensor | None = None, world: int = 1) -> LossTerms:
+        """The terms of ``out`` (the model's output for ``batch``: ``logits`` (B, L, V), ``vis_emb``
+        and ``text_emb`` (B, d)); ``similarity`` holds one row per caption of the split, indexed by
+        ``batch["caption_index"]``; ``world`` is the number of processes of a DDP run."""
+        device = out.logits.device
+        labels = batch["labels"].to(device)  # (B, L) token targets, -100 = ignored
+        cap = caption_loss(out.logits, labels)
+        con = self.contrastive_term(out, batch, similarity)
+        if world > 1:
+            cap_for_grad, cap_value = _caption_loss_across_ranks(cap, labels, world)
+        else:
+            cap_for_grad, cap_value = cap, float(cap.detach())
+        return LossTerms(caption=cap_for_grad, contrastive=con, total=cap_for_grad + self.lam * con,
+                         caption_value=cap_value, contrastive_value=float(con.detach()), lam=self.lam)
+
+    def contrastive_term(self, out, batch: dict, similarity: torch.Tensor | None) -> torch.Tensor:
+        device = out.vis_emb.device
+        pair_labels = batch["label"].to(device)  # (B,) pair id, -1 = no change
+        rows = None if similarity is None else similarity[batch["caption_index"]].to(device)
+        if self.contrastive.source == "string":
+            loss, _ = self.contrastive(out.vis_emb, out.text_emb, pair_labels, captions=rows)
+        else:
+            loss, _ = self.contrastive(out.vis_emb, out.text_emb, pair_labels, sentence_embeddings=rows)
+        return loss
+
+
+def _caption_loss_across_ranks(cap: torch.Tensor, labels: torch.Tensor, world: int) -> tuple[torch.Tensor, float]:
+    """(the caption loss to differentiate, the global token-mean value).
+
+    DDP averages gradients over ranks: the local mean is reweighted by
+    ``world * local_tokens / global_tokens`` so that the average is the gradient of the mean over
+    all tokens of the global batch."""
+    tokens = (labels[:, 1:] != IGNORE_INDEX).sum().to(cap.dtype)
+    stats = torch.stack([cap.detach() * tokens, tokens]).float()
+    torch.distributed.all_reduce(stats)
+    weight = world * tokens / stats[1].clamp(min=1)
+    return cap * weight, float(stats[0] / stats[1].clamp(min=1))
 
 # --------------------------------------------------------------------------- distributed
 def _is_distributed() -> bool:

@@ -3,7 +3,7 @@
 Under torchrun ``train.batch_size`` is the global batch; each process takes ``batch_size / N``
 samples of it (:class:`~rscc.training.sampling.EpochBatches`), the contrastive loss all-gathers
 the batch (:func:`rscc.losses.gather_for_contrastive`) and the caption loss is reweighted so that
-DDP's gradient average equals the global token mean (:class:`~rscc.training.objective.JointLoss`).
+DDP's gradient average equals the global token mean (:class:`~rscc.losses.JointLoss`).
 Rank 0 validates and writes the run directory.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ The run directory holds::
     log.csv             one row per logged training step and per validation
     tensorboard/        the same curves as TensorBoard events
 
-The loss is ``L_cap + lam * L_con`` (METHOD §3, :class:`~rscc.training.objective.JointLoss`);
+The loss is ``L_cap + lam * L_con`` (METHOD §3, :class:`~rscc.losses.JointLoss`);
 false negatives come from caption similarity, computed once per dataset (sentence embeddings or
 exact strings) and indexed by caption. A run resumed from ``last/`` sees the same batches and
 RNG states as an uninterrupted run (:mod:`rscc.training.sampling`) and ends with bit-identical

@@ -37,12 +37,6 @@ def check_config(config: RunConfig, procs: Processes) -> None:
         raise ConfigError(f"train.epochs ({t.epochs}) and train.max_steps ({t.max_steps}) must be at least 1")
     if t.checkpoint_every is not None and t.checkpoint_every < 1:
         raise ConfigError(f"train.checkpoint_every must be a number of steps >= 1 or null, got {t.checkpoint_every}")
-    if t.select_best == "cider":
-        try:
-            import rscc.generate  # noqa: F401
-        except ImportError:
-            raise ConfigError("train.select_best=cider needs rscc.generate (greedy decoding), which is not "
-                              "available; use val_loss or retrieval") from None
     if t.batch_size % procs.world:
         raise ConfigError(f"train.batch_size {t.batch_size} (the global batch) must be a multiple of the "
                           f"number of processes {procs.world}")

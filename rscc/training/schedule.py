@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import torch
 
+from rscc.config import CHOICES
 from rscc.errors import ConfigError
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = CHOICES["train.schedule"]  # constant, cosine
 
 
 def warmup_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: float,

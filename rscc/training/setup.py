@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader
 from rscc.config import RunConfig
 from rscc.data.levircc import CAPTIONS_PER_PAIR, SPLITS, LevirCCDataset, Vocabulary, collate, load_pairs
 from rscc.errors import DatasetError
+from rscc.losses import JointLoss
 from rscc.runs import checkpoint_dir
 from rscc.training.data import resolve_data_root, similarity_inputs
 from rscc.training.distributed import Processes, setup_processes
-from rscc.training.objective import JointLoss
 from rscc.training.preflight import (
     check_config,
     check_dataset,

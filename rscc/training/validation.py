@@ -7,10 +7,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from rscc.config import CHOICES
 from rscc.data.levircc import LevirCCDataset, Vocabulary, collate
 from rscc.training.data import model_inputs
 
-SELECT_BEST = {"val_loss": "min", "cider": "max", "retrieval": "max"}  # direction of each criterion
+# direction of each criterion of train.select_best: the loss is minimised, the scores maximised
+SELECT_BEST = {name: "min" if name == "val_loss" else "max" for name in CHOICES["train.select_best"]}
 
 
 def improves(score: float, best: float | None, select_best: str) -> bool:
@@ -27,7 +29,7 @@ def validate(model, loader, features, similarity, objective, device, autocast, s
              vocab: Vocabulary) -> dict:
     """Validation loss (the authors': mean over batches of L_cap + lam * L_con on first captions)
     and the model-selection score of ``select_best``; ``objective`` is the run's
-    :class:`~rscc.training.objective.JointLoss`."""
+    :class:`~rscc.losses.JointLoss`."""
     model.eval()
     contrastive = objective.contrastive
     gather, contrastive.gather = contrastive.gather, False  # rank 0 validates alone
