@@ -345,12 +345,14 @@ def test_an_unknown_choice_of_an_argument_lists_the_valid_ones(tiny_run, capsys)
     assert "invalid choice: 'middle' (choose from 'best', 'last')" in err.splitlines()[-1]
 
 
-def test_the_select_best_criteria_of_the_trainer_are_the_config_choices():
-    # loss.fn_mode and loss.similarity_source are read from config.CHOICES by rscc.losses itself
-    from rscc.config import CHOICES
-    from rscc.train import SELECT_BEST
+def test_the_best_checkpoint_has_the_lowest_val_loss_or_the_highest_score():
+    # every train.select_best choice has a direction (the lists are read from config.CHOICES)
+    from rscc.training.validation import improves
 
-    assert set(CHOICES["train.select_best"]) == set(SELECT_BEST)
+    assert improves(1.0, 2.0, "val_loss") and not improves(2.0, 1.0, "val_loss")
+    for score in ("cider", "retrieval"):
+        assert improves(2.0, 1.0, score) and not improves(1.0, 2.0, score)
+    assert improves(5.0, None, "cider") and not improves(float("nan"), None, "val_loss")
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "vocab.json"])
