@@ -1,6 +1,8 @@
 """Notebook 08's plan: every training size with every seed, each the sweeps' none-mode training on
 a synthetic set of that many pairs."""
 import dataclasses
+import hashlib
+import json
 
 import pytest
 
@@ -63,6 +65,8 @@ def test_evaluate_on_scores_a_run_on_another_sets_test_split_once(tmp_path):
     assert folder == smoke.run_dir(small["name"], "test-of", root.name)
     assert (folder / "eval" / "per_pair.jsonl").is_file()
     assert metrics["pairs"] == own["pairs"] == 8 and metrics["data"] == own["data"]
+    captions = (root / "LevirCCcaptions.json").read_bytes()
+    assert json.loads((folder / "eval" / "metrics.json").read_text())["data_sha256"] == hashlib.sha256(captions).hexdigest()
     written = (folder / "eval" / "metrics.json").stat().st_mtime
     assert evaluate_on(smoke, small["name"], root)[1]["pairs"] == 8
     assert (folder / "eval" / "metrics.json").stat().st_mtime == written  # reused, not evaluated again

@@ -427,7 +427,9 @@ def evaluate_on(profile: Profile, run_name: str, root: str | Path, meteor: bool 
     (notebook 08 scores every training size on one test split). The folder holds
     ``eval/metrics.json`` and ``eval/per_pair.jsonl`` (what :func:`rscc.experiments.compare.effects`
     reads): the run itself when its own evaluation was of that split, else
-    ``<run>/test-of/<dataset folder name>``, written once and redone when the weights are newer."""
+    ``<run>/test-of/<dataset folder name>``, written once and redone when the weights are newer or
+    the dataset was generated anew (its captions file's sha256, ``data_sha256``, differs)."""
+    from rscc.data.levircc import CAPTIONS_FILE
     from rscc.evaluate import evaluate_run
     from rscc.model.run import find_weights
 
@@ -437,11 +439,16 @@ def evaluate_on(profile: Profile, run_name: str, root: str | Path, meteor: bool 
         return run_dir, own
     folder = run_dir / "test-of" / root.name
     path, weights = metrics_path(folder), find_weights(run_dir, "best")
+    digest = hashlib.sha256((root / CAPTIONS_FILE).read_bytes()).hexdigest()
     if path.is_file() and (folder / "eval" / "per_pair.jsonl").is_file() and path.stat().st_mtime >= weights.stat().st_mtime:
-        return folder, json.loads(path.read_text())
+        metrics = json.loads(path.read_text())
+        if metrics.get("data_sha256", digest) == digest:  # evaluations that predate data_sha256 pass
+            return folder, metrics
     with torch_threads(profile.threads):
         metrics = evaluate_run(run_dir, data=root, split="test", out_dir=folder / "eval", meteor=meteor,
                                progress=progress, device=profile.device)
+    metrics["data_sha256"] = digest
+    path.write_text(json.dumps({k: v for k, v in metrics.items() if k != "out_dir"}, indent=1))
     return folder, metrics
 
 
