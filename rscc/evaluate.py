@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from rscc.config import RunConfig
 from rscc.data.levircc import CAPTIONS_PER_PAIR, LevirCCDataset, Pair, collate, load_pairs
+from rscc.data.root import configured_root
 from rscc.device import resolve_device
 from rscc.errors import DatasetError, RsccError
 from rscc.generate import caption_text, generate, id_to_word
@@ -49,12 +50,10 @@ from rscc.runs import find_weights, load_run
 def data_root(config: RunConfig, data: str | Path | None = None, progress: bool = True) -> Path:
     """Where to evaluate: ``data`` (a LEVIR-CC root, or "synthetic"), else the run's ``data.root``;
     the synthetic set of the run's data section (as the trainer made it) when that is None."""
-    from rscc.train import Processes, resolve_data_root
-
     if data is not None and str(data) != "synthetic":
         return Path(data).expanduser()
     data_config = replace(config.data, root=None) if data is not None else config.data
-    return resolve_data_root(replace(config, data=data_config), Processes(), progress=progress)
+    return configured_root(data_config, progress=progress)
 
 
 @torch.no_grad()

@@ -155,7 +155,7 @@ def study(tmp_path, monkeypatch):
     """The smoke profile in a private runs folder, with a trainer and an evaluator that only write
     the files they would write, counting their calls."""
     import rscc.evaluate
-    import rscc.train
+    import rscc.training.loop
     from rscc.experiments.profiles import get_profile
 
     calls = {"train": [], "evaluate": 0}
@@ -181,7 +181,7 @@ def study(tmp_path, monkeypatch):
         (Path(out_dir) / "per_pair.jsonl").write_text('{"id": "p0", "changed": true, "CIDEr-D": 10.0}\n')
         return metrics
 
-    monkeypatch.setattr(rscc.train, "train", fake_train)
+    monkeypatch.setattr(rscc.training.loop, "train", fake_train)
     monkeypatch.setattr(rscc.evaluate, "evaluate_run", fake_evaluate)
     return get_profile("smoke", runs_dir=tmp_path / "runs"), calls
 

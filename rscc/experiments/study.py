@@ -130,8 +130,8 @@ def train_and_evaluate(profile: Profile, name: str, overrides: list[str] = (), p
     folder (``run_dir``)."""
     from rscc.config import load_preset
     from rscc.evaluate import evaluate_run
-    from rscc.model.run import checkpoint_dir
-    from rscc.train import train
+    from rscc.runs import checkpoint_dir
+    from rscc.training.loop import train
 
     config = load_preset(preset or profile.preset, list(profile.overrides) + list(overrides))
     run_dir = run_dir_for(profile, name, config)
@@ -180,9 +180,11 @@ def backbone_plan(profile: Profile) -> list[dict]:
     architecture with random weights, the comparison that isolates the weights. The paper
     presets (fine-tuned backbones) get ``profile.backbone_overrides`` first (the quick profile
     shrinks them to a frozen backbone under cpu-tiny's head); the CPU-sized presets (frozen) are
-    used as they are; then the profile's ``sweep_overrides`` (so every backbone trains like the
-    ablation) and the seed. Each entry: name (``05_backbones/<backbone>-seed<seed>``), backbone,
-    preset, seed, overrides."""
+    used as they are; then the profile's ``sweep_overrides`` and ``ablation_overrides`` with
+    ``fn_mode none`` and the seed: every backbone trains like notebook 04's ``none`` runs (the
+    contrastive setting its diagnosis chose, no false-negative handling to confound the
+    comparison), so cpu-tiny's runs *are* those runs and are reused. Each entry: name
+    (``05_backbones/<backbone>-seed<seed>``), backbone, preset, seed, overrides."""
     from rscc.config import load_preset
 
     plan = []
@@ -193,7 +195,8 @@ def backbone_plan(profile: Profile) -> list[dict]:
             overrides += ["model.pretrained=null"] if f":{variant}" == RANDOM_WEIGHTS else []
             plan.append({"name": f"05_backbones/{backbone.replace(':', '-')}-seed{seed}", "backbone": backbone,
                          "preset": preset, "seed": seed,
-                         "overrides": overrides + list(profile.sweep_overrides) + [f"train.seed={seed}"]})
+                         "overrides": overrides + list(profile.sweep_overrides) + list(profile.ablation_overrides)
+                         + ["loss.fn_mode=none", f"train.seed={seed}"]})
     return plan
 
 
@@ -307,7 +310,7 @@ def false_negatives_per_batch(profile: Profile, batch_size: int | None = None, b
 
     from rscc.data.levircc import load_pairs
     from rscc.losses import false_negative_mask
-    from rscc.train import similarity_inputs
+    from rscc.training.data import similarity_inputs
 
     config = run_config(profile, list(profile.sweep_overrides) + list(profile.ablation_overrides)
                         + ["loss.fn_mode=fne"])  # as the ablation trains
@@ -366,7 +369,7 @@ def caption_examples(run_dir: str | Path, split: str = "val", changed: int = 6, 
     from rscc.evaluate import data_root
     from rscc.generate import caption_pairs
     from rscc.metrics.captioning import normalise_tokens
-    from rscc.model.run import load_run
+    from rscc.runs import load_run
 
     model, config, vocab = load_run(run_dir, which=which)
     root = data_root(config, progress=False)
@@ -431,7 +434,7 @@ def evaluate_on(profile: Profile, run_name: str, root: str | Path, meteor: bool 
     the dataset was generated anew (its captions file's sha256, ``data_sha256``, differs)."""
     from rscc.data.levircc import CAPTIONS_FILE
     from rscc.evaluate import evaluate_run
-    from rscc.model.run import find_weights
+    from rscc.runs import find_weights
 
     run_dir, root = profile.run_dir(run_name), Path(root).absolute()
     own = json.loads(metrics_path(run_dir).read_text())

@@ -8,21 +8,14 @@ import torch
 from rscc import paths
 from rscc.config import RunConfig
 from rscc.data.levircc import Pair
+from rscc.data.root import configured_root
 from rscc.losses import caption_keys
 from rscc.training.distributed import Processes
 
 
 def resolve_data_root(config: RunConfig, procs: Processes, progress: bool = True) -> Path:
     """``data.root``, or the synthetic dataset of the data section (generated once, by rank 0)."""
-    data = config.data
-    if data.root:
-        return Path(data.root).expanduser()
-    from rscc.data.synth import default_root, ensure_synthetic
-
-    root = default_root(data.synth_pairs, data.synth_size, data.synth_seed, data.synth_stock_share)
-    if procs.main:
-        ensure_synthetic(root, data.synth_pairs, size=data.synth_size, seed=data.synth_seed, progress=progress,
-                         stock_share=data.synth_stock_share)
+    root = configured_root(config.data, generate=procs.main, progress=progress)
     procs.barrier()
     return root
 
