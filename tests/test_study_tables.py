@@ -40,7 +40,7 @@ def test_ablation_overrides_set_the_mode_theta_and_seed_of_the_training(smoke):
 def test_backbone_plan_shrinks_the_paper_presets_and_keeps_the_cpu_sized_ones(smoke):
     plan = {entry["backbone"]: entry for entry in backbone_plan(smoke) if entry["seed"] == smoke.seeds[0]}
     seed = f"train.seed={smoke.seeds[0]}"
-    assert plan["cpu-tiny"]["overrides"] == smoke.sweep_overrides + [seed]
+    assert plan["cpu-tiny"]["overrides"] == smoke.sweep_overrides + smoke.ablation_overrides + ["loss.fn_mode=none", seed]
     rn50 = run_config(smoke, plan["paper-rn50"]["overrides"], "paper-rn50")
     assert rn50.model.freeze_backbone and rn50.model.pretrained is None
     assert rn50.loss.sentence_model == run_config(smoke).loss.sentence_model
@@ -70,6 +70,13 @@ def test_quick_profile_ablation_none_runs_are_the_diagnosis_runs_of_its_loss_set
     assert sorted(none) == sorted(chosen) == quick.seeds
     for seed in quick.seeds:  # trained once, shared by the two parts of notebook 04
         assert config_digest(run_config(quick, none[seed]["overrides"])) == config_digest(run_config(quick, chosen[seed]["overrides"]))
+
+
+def test_the_cpu_tiny_backbone_runs_are_the_ablations_none_runs():
+    quick = get_profile("quick")
+    for own in (e for e in ablation_plan(quick) if e["fn_mode"] == "none"):
+        tiny = next(e for e in backbone_plan(quick) if e["preset"] == "cpu-tiny" and e["seed"] == own["seed"])
+        assert config_digest(run_config(quick, own["overrides"])) == config_digest(run_config(quick, tiny["overrides"]))
 
 
 def test_every_sweep_training_takes_the_sweep_overrides_last():
