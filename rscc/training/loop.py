@@ -84,41 +84,92 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
-def _train(run: Prepared, on_step: Callable[[dict], None] | None) -> dict:
-    config, tc, procs, out_dir = run.config, run.config.train, run.procs, run.out_dir
-    model, objective, batches = run.model, run.objective, run.batches
+@dataclass
+class Optimisation:
+    """The optimiser and its schedule over the run's steps."""
 
-    # --- optimiser, schedule, where the run stands
-    steps_per_epoch = batches.steps_per_epoch
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    total_steps: int
+    warmup_steps: float  # kept from the run's start when it is extended
+    steps_per_epoch: int
+
+
+def _start(run: Prepared) -> tuple[Optimisation, Progress]:
+    """The optimiser, schedule and position of a new run, or of the run in ``run.last`` (its RNG
+    states restored too)."""
+    tc, procs = run.config.train, run.procs
+    steps_per_epoch = run.batches.steps_per_epoch
     total_steps = tc.epochs * steps_per_epoch
     if tc.max_steps is not None:
         total_steps = min(tc.max_steps, total_steps)
     optimizer = torch.optim.AdamW(run.trainable, lr=tc.lr, weight_decay=tc.weight_decay, eps=tc.eps)
-    at = Progress()
     if run.last is None:
         warmup_steps = tc.warmup * total_steps
         scheduler = warmup_schedule(optimizer, total_steps, warmup_steps, tc.schedule)
         seed_everything(tc.seed + procs.rank)
+        return Optimisation(optimizer, scheduler, total_steps, warmup_steps, steps_per_epoch), Progress()
+    state = read_state(run.last)
+    if state.get("steps_per_epoch") != steps_per_epoch:
+        raise CheckpointError(f"{run.last}: saved with {state.get('steps_per_epoch')} steps per epoch, the data "
+                              f"now gives {steps_per_epoch}; the dataset changed")
+    saved_total, warmup_steps = saved_schedule(state)  # an extended run keeps its warm-up, in steps
+    scheduler = warmup_schedule(optimizer, total_steps, warmup_steps, tc.schedule)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if saved_total != total_steps:  # extended: the next rate follows the schedule to the new last step
+        restart_rate(optimizer, scheduler)
+    run.objective.contrastive.load_state_dict(state["loss"])
+    at = Progress(**{k: state[k] for k in ("step", "epoch", "position", "best_score", "best_step")})
+    rngs = state["rng"]
+    if len(rngs) == procs.world:
+        set_rng_state(rngs[procs.rank])
     else:
-        state = read_state(run.last)
-        if state.get("steps_per_epoch") != steps_per_epoch:
-            raise CheckpointError(f"{run.last}: saved with {state.get('steps_per_epoch')} steps per epoch, the data "
-                                  f"now gives {steps_per_epoch}; the dataset changed")
-        saved_total, warmup_steps = saved_schedule(state)  # an extended run keeps its warm-up, in steps
-        scheduler = warmup_schedule(optimizer, total_steps, warmup_steps, tc.schedule)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if saved_total != total_steps:  # extended: the next rate follows the schedule to the new last step
-            restart_rate(optimizer, scheduler)
-        objective.contrastive.load_state_dict(state["loss"])
-        at = Progress(**{k: state[k] for k in ("step", "epoch", "position", "best_score", "best_step")})
-        rngs = state["rng"]
-        if len(rngs) == procs.world:
-            set_rng_state(rngs[procs.rank])
-        else:
-            warnings.warn(f"{run.last}: saved by {len(rngs)} process(es), resumed by {procs.world}: dropout will "
-                          "differ from an uninterrupted run", stacklevel=2)
-            seed_everything(tc.seed + 1000 * at.step + procs.rank)
+        warnings.warn(f"{run.last}: saved by {len(rngs)} process(es), resumed by {procs.world}: dropout will "
+                      "differ from an uninterrupted run", stacklevel=2)
+        seed_everything(tc.seed + 1000 * at.step + procs.rank)
+    return Optimisation(optimizer, scheduler, total_steps, warmup_steps, steps_per_epoch), at
+
+
+def checkpoint_state(run: Prepared, opt: Optimisation, at: Progress, rngs: list[dict]) -> dict:
+    """What ``state.pt`` holds: the position, the optimiser, schedule and loss states, every rank's RNG state."""
+    return {"format": STATE_FORMAT, **asdict(at), "steps_per_epoch": opt.steps_per_epoch,
+            "select_best": run.config.train.select_best, "optimizer": opt.optimizer.state_dict(),
+            "scheduler": opt.scheduler.state_dict(), "schedule": schedule_state(opt.total_steps, opt.warmup_steps),
+            "loss": run.objective.contrastive.state_dict(), "rng": rngs, "world_size": run.procs.world}
+
+
+def _end_of_step(run: Prepared, opt: Optimisation, at: Progress, log: RunLog) -> bool:
+    """Validate at the end of an epoch and of the run (rank 0), advance the epoch, write ``best/``
+    (an improved score) and ``last/`` (when due); whether ``last/`` was written."""
+    tc, procs = run.config.train, run.procs
+    epoch_done = at.position == opt.steps_per_epoch
+    finished = at.step >= opt.total_steps
+    validated = None
+    if (epoch_done or finished) and procs.main:
+        validated = validate(run.model, run.val_loader, run.features, run.similarity["val"], run.objective,
+                             run.device, run.autocast, tc.select_best, run.vocab)
+        log.row(step=at.step, epoch=at.epoch, split="val", loss=validated["loss"], cap_loss=validated["cap_loss"],
+                con_loss=validated["con_loss"], metric=tc.select_best, score=validated["score"])
+    if epoch_done:
+        at.epoch, at.position = at.epoch + 1, 0
+    due = finished or (epoch_done if tc.checkpoint_every is None else at.step % tc.checkpoint_every == 0)
+    if epoch_done or finished or due:
+        rngs = gather_rng_states(procs)  # collective: every rank reaches it at the same steps
+        if procs.main:
+            if validated is not None and improves(validated["score"], at.best_score, tc.select_best):
+                at.best_score, at.best_step = validated["score"], at.step
+                write_checkpoint(run.out_dir, "best", run.model, checkpoint_state(run, opt, at, rngs))  # best first
+            if due:
+                write_checkpoint(run.out_dir, "last", run.model, checkpoint_state(run, opt, at, rngs))
+    return due
+
+
+def _train(run: Prepared, on_step: Callable[[dict], None] | None) -> dict:
+    config, tc, procs, out_dir = run.config, run.config.train, run.procs, run.out_dir
+    model, objective, batches = run.model, run.objective, run.batches
+    opt, at = _start(run)
+    optimizer, scheduler, total_steps = opt.optimizer, opt.scheduler, opt.total_steps
     if procs.main:
         config.save(out_dir / "config.yaml")
         run.vocab.save(out_dir / "vocab.json")
@@ -128,12 +179,6 @@ def _train(run: Prepared, on_step: Callable[[dict], None] | None) -> dict:
     if procs.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[run.device] if run.device.type == "cuda" else None,
                                                   find_unused_parameters=True)  # HSA value projections are unused
-
-    def checkpoint_state(rngs: list[dict]) -> dict:
-        return {"format": STATE_FORMAT, **asdict(at), "steps_per_epoch": steps_per_epoch,
-                "select_best": tc.select_best, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "schedule": schedule_state(total_steps, warmup_steps),
-                "loss": objective.contrastive.state_dict(), "rng": rngs, "world_size": procs.world}
 
     # --- the loop
     bar = tqdm(total=total_steps, initial=at.step, desc="training", unit="step", disable=not run.show,
@@ -180,32 +225,12 @@ def _train(run: Prepared, on_step: Callable[[dict], None] | None) -> dict:
                 bar.update(1)
                 window.pause()  # validation and checkpoints are not training time
 
-                epoch_done = at.position == steps_per_epoch
-                finished = at.step >= total_steps
-                validated = None
-                if (epoch_done or finished) and procs.main:
-                    validated = validate(model, run.val_loader, run.features, run.similarity["val"], objective,
-                                         run.device, run.autocast, tc.select_best, run.vocab)
-                    log.row(step=at.step, epoch=at.epoch, split="val", loss=validated["loss"],
-                            cap_loss=validated["cap_loss"], con_loss=validated["con_loss"],
-                            metric=tc.select_best, score=validated["score"])
-                if epoch_done:
-                    at.epoch, at.position = at.epoch + 1, 0
-                due = finished or (epoch_done if tc.checkpoint_every is None else at.step % tc.checkpoint_every == 0)
-                if epoch_done or finished or due:
-                    rngs = gather_rng_states(procs)  # collective: every rank reaches it at the same steps
-                    if procs.main:
-                        if validated is not None and improves(validated["score"], at.best_score, tc.select_best):
-                            at.best_score, at.best_step = validated["score"], at.step
-                            write_checkpoint(out_dir, "best", model, checkpoint_state(rngs))  # best first: see resume
-                        if due:
-                            write_checkpoint(out_dir, "last", model, checkpoint_state(rngs))
-                    if due:
-                        last_saved = at.step
+                if _end_of_step(run, opt, at, log):
+                    last_saved = at.step
                 if on_step is not None:
                     on_step({"step": at.step, "epoch": at.epoch, "loss": terms.total_value,
                              "cap_loss": terms.caption_value, "con_loss": terms.contrastive_value, "lr": lr})
-                if finished:
+                if at.step >= total_steps:
                     break
                 tick = time.perf_counter()
                 window.resume()
@@ -216,7 +241,7 @@ def _train(run: Prepared, on_step: Callable[[dict], None] | None) -> dict:
         "run_dir": str(out_dir),
         "steps": at.step,
         "epochs": at.epoch,
-        "steps_per_epoch": steps_per_epoch,
+        "steps_per_epoch": opt.steps_per_epoch,
         "select_best": tc.select_best,
         "best_step": at.best_step,
         "best_score": at.best_score,
