@@ -74,6 +74,25 @@ def test_an_extended_cosine_run_keeps_its_warm_up_and_decays_to_the_new_last_ste
     assert seen[STEPS_PER_EPOCH + 1] > 0.5 * LR  # the finished run ended near 0: the longer curve restarts higher
 
 
+def test_a_checkpoint_saved_before_the_training_package_extends_with_its_warm_up(copy):
+    """Checkpoints of rscc/train.py had no ``schedule`` entry: the warm-up is read from the fields
+    of the schedule object it saved inside the scheduler state."""
+    import torch
+
+    path = copy / "last" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    warmup = state.pop("schedule")["warmup_steps"]
+    state["scheduler"]["lr_lambdas"] = [{"total_steps": STEPS_PER_EPOCH, "warmup_steps": warmup, "kind": "cosine"}]
+    torch.save(state, path)
+    seen = {}
+    trainer.train(config("train.epochs=2"), copy, resume=True, progress=False,
+                  on_step=lambda info: seen.update({info["step"]: info["lr"]}))
+    total = 2 * STEPS_PER_EPOCH
+    progress = (STEPS_PER_EPOCH - warmup) / (total - warmup)  # the rate of the first step after the old end
+    assert warmup == pytest.approx(0.025 * STEPS_PER_EPOCH)
+    assert seen[STEPS_PER_EPOCH + 1] == pytest.approx(LR * 0.5 * (1 + math.cos(math.pi * progress)), rel=1e-6)
+
+
 def test_fewer_epochs_or_another_change_on_resume_is_still_refused(tmp_path):
     where = tmp_path / "config.yaml"
     with pytest.raises(CheckpointError, match="train.epochs: 2 -> 1"):
