@@ -11,6 +11,7 @@ from rscc.experiments.reproduce import notebooks, run_notebook
 EXPECTED = {
     "01": {"pairs"}, "03": {"pairs", "epochs"}, "04": {"thetas", "fn_modes", "seeds", "pairs", "epochs"}, "05": {"backbones", "seeds", "pairs", "epochs"},
     "06": {"thetas", "fn_modes", "seeds", "backbones", "pairs", "epochs"}, "07": {"pairs"},
+    "08": {"seeds", "epochs"},
     "09": {"stock_shares", "fn_modes", "seeds", "pairs", "epochs"},
 }
 
