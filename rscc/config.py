@@ -158,7 +158,7 @@ def checked_value(section: str, name: str, value: Any, source: str = "config") -
     if (section, name) == ("data", "synth_stock_share") and not 0.0 <= value <= 1.0:
         raise ConfigError(f"{source}: data.synth_stock_share must lie in [0, 1], got {value!r}")
     if (section, name) == ("model", "backbone"):
-        from rscc.model.registry import registered_names  # the backbone registry (imports torch)
+        from rscc.model.backbones import registered_names  # every registered backbone (imports torch)
 
         if value not in registered_names():
             raise ConfigError(f"{source}: model.backbone '{value}' is not one of {', '.join(registered_names())}")

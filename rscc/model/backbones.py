@@ -42,11 +42,11 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from rscc.config import ModelConfig
 from rscc.errors import CheckpointError, ConfigError
 from rscc.model.registry import (
     BackboneShape,
@@ -67,6 +67,9 @@ from rscc.model.weights import (
     torch_load_failure,
     torchvision_cached_file,
 )
+
+if TYPE_CHECKING:  # a type only: rscc.config imports this module to check backbone names
+    from rscc.config import ModelConfig
 
 __all__ = ["Backbone", "BackboneShape", "CLIP_BACKBONES", "TORCHVISION_BACKBONES", "backbone_shape",
            "backbone_spec", "build_backbone", "read_state_dict", "registered_names", "torch_load_failure",
@@ -279,3 +282,4 @@ for _name in TORCHVISION_BACKBONES:
 import rscc.model.pretrained.efficientnet_lite0  # noqa: E402, F401 - each module registers its backbone
 import rscc.model.pretrained.geoembed  # noqa: E402, F401
 import rscc.model.pretrained.mobilenet_v2  # noqa: E402, F401
+

@@ -32,19 +32,24 @@ the packaged ones live in :mod:`rscc.model.pretrained`). A registration says:
 * ``random_by_design``: no warning when ``model.pretrained`` is null (the tiny CPU backbone).
 
 :mod:`rscc.model.backbones` registers the built-in backbones and holds the lookups
-(``build_backbone``, ``backbone_shape``); the functions below import it, so that every built-in
-backbone is registered whichever module asks first.
+(``build_backbone``, ``backbone_shape``) and re-exports :func:`backbone_spec` and
+:func:`registered_names`: ask it, not this module, for the backbones, so that every built-in one
+is registered (this module imports none of them: registrations import the registry, never the
+other way round).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from rscc.config import ModelConfig
 from rscc.errors import ConfigError
+
+if TYPE_CHECKING:  # a type only: rscc.config imports the registry to check backbone names
+    from rscc.config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -116,13 +121,8 @@ def unregister_backbone(name: str) -> None:
     _REGISTRY.pop(name)
 
 
-def _builtins() -> None:
-    import rscc.model.backbones  # noqa: F401 - registers the built-in backbones
-
-
 def backbone_spec(name: str) -> BackboneSpec:
     """The registration of backbone ``name``; ConfigError naming the valid choices otherwise."""
-    _builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -131,7 +131,6 @@ def backbone_spec(name: str) -> BackboneSpec:
 
 def registered_names() -> list[str]:
     """Every registered backbone name, in registration order."""
-    _builtins()
     return list(_REGISTRY)
 
 
