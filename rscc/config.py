@@ -179,7 +179,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
         unknown = set(data) - set(SECTIONS) - {"preset", "overrides"}
         if unknown:
             raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; valid: {sorted(SECTIONS)}")
@@ -199,7 +199,7 @@ class RunConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -214,7 +214,7 @@ class RunConfig:
         return cls.from_dict(data, source=str(path))
 
     # ----------------------------------------------------------------- overrides
-    def override(self, assignments: list[str] | dict[str, Any]) -> "RunConfig":
+    def override(self, assignments: list[str] | dict[str, Any]) -> RunConfig:
         """Apply ``section.key=value`` (or bare ``key=value`` when the key is unambiguous).
 
         Values are parsed as YAML scalars (``3``, ``0.5``, ``true``, ``null``). Returns self."""

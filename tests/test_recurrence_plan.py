@@ -7,8 +7,15 @@ import pytest
 from rscc.data.levircc import load_pairs
 from rscc.evaluate import data_root
 from rscc.experiments.profiles import customise, get_profile
-from rscc.experiments.study import (ablation_plan, config_digest, recurrence_levels, recurrence_overrides,
-                                    recurrence_plan, recurrence_table, run_config)
+from rscc.experiments.study import (
+    ablation_plan,
+    config_digest,
+    recurrence_levels,
+    recurrence_overrides,
+    recurrence_plan,
+    recurrence_table,
+    run_config,
+)
 
 
 def test_the_quick_plan_trains_none_fne_fna_at_three_levels_with_three_seeds():
