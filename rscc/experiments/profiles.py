@@ -141,7 +141,8 @@ PROFILES = {
         # labelled in notebook 04. Its diagnosis (3 seeds, none mode, changed-pair text -> pair R@10):
         # on an earlier synthetic generator only this setting's interval excluded chance (20.4
         # [18.5, 22.2] vs 16.4; authors 16.9, one change each 19.1 / 20.0, intervals over chance);
-        # on the present one neither does (22.1 [15.1, 29.1], authors 21.9 [15.9, 27.8], chance 19.2)
+        # on the present one none does (22.1 [15.1, 29.1], authors 21.9 [15.9, 27.8], learnable
+        # temperature 19.6 [16.0, 23.2], symmetric 23.4 [15.3, 31.5], chance 19.2)
         ablation_overrides=["loss.symmetric=true", "loss.learnable_temperature=true"],
         # notebook 03's λ study: captioning only, the preset's λ (notebook 04's fna runs, reused) and a
         # heavier contrastive weight
