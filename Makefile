@@ -32,8 +32,9 @@ install: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/python -m rscc.experiments.reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(DATA),--data $(DATA))
 
-## Unit tests, then every notebook with its smallest parameters under nbval.
+## Lint (ruff), unit tests, then every notebook with its smallest parameters under nbval.
 test: $(STAMP)
+	$(BIN)/ruff check rscc tests benchmarks
 	$(OFFLINE) $(BIN)/python -m pytest -q -p no:cacheprovider tests
 	$(MAKE) --no-print-directory test-notebooks
 

@@ -7,8 +7,7 @@ import pytest
 
 from rscc.experiments import tables
 from rscc.experiments.profiles import get_profile
-from rscc.experiments.study import (DIAGNOSIS_SETTINGS, ablation_plan, diagnosis_plan, is_complete, run_config,
-                                    run_plan)
+from rscc.experiments.study import DIAGNOSIS_SETTINGS, ablation_plan, diagnosis_plan, is_complete, run_config, run_plan
 
 
 @pytest.fixture

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
-def plot_effects(effects, by: str, metrics: Sequence[tuple[str, str]], baseline: str = "none", title: str | None = None):
+def plot_effects(effects, by: str, metrics: Sequence[tuple[str, str]], baseline: str = "none",
+                 title: str | None = None):
     """One panel per metric: each setting's difference from ``baseline`` (a dot) with its 95 %
     intervals over seeds (thick bar) and over test pairs (thin bar, where measured), and the zero
     line. ``effects``: the long table of :func:`rscc.experiments.compare.effects`; ``metrics``:

@@ -127,7 +127,8 @@ PROFILES = {
     "quick": dict(
         preset="cpu-tiny", synth_pairs=3000, synth_size=128,
         overrides=["train.epochs=5", "train.batch_size=32", "data.synth_pairs=3000", "data.synth_size=128"],
-        main_overrides=["train.epochs=8", "train.batch_size=8", "loss.symmetric=true", "loss.learnable_temperature=true"],
+        main_overrides=["train.epochs=8", "train.batch_size=8", "loss.symmetric=true",
+                        "loss.learnable_temperature=true"],
         threads=1,
         # measured at load ~3: batch 16 at lr 1e-3 reaches twice the flag + fixed sentence floor's
         # changed-pair CIDEr-D in 2 epochs (batch 32 at 5e-4: below it); ~90 s per training
@@ -214,7 +215,8 @@ def customise(profile: Profile, out: str | Path | None = None, changed: dict | N
     if unknown:
         raise ConfigError(f"unknown notebook parameter(s) {sorted(unknown)}; known: {', '.join(KNOBS)}")
     given = {k: v for k, v in knobs.items() if v is not None}
-    changes = {k: list(v) for k, v in given.items() if k in ("thetas", "fn_modes", "seeds", "backbones", "stock_shares")}
+    lists = ("thetas", "fn_modes", "seeds", "backbones", "stock_shares")
+    changes = {k: list(v) for k, v in given.items() if k in lists}
     changes = {k: v for k, v in changes.items() if v != getattr(profile, k)}
     extra = []
     if given.get("pairs") is not None and given["pairs"] != profile.synth_pairs:

@@ -20,7 +20,8 @@ def dataset_root(profile: Profile, progress: bool = True, stock_share: float | N
     from rscc.data.synth import STOCK_SHARE, default_root, ensure_synthetic
 
     share = STOCK_SHARE if stock_share is None else stock_share
-    return ensure_synthetic(default_root(profile.synth_pairs, profile.synth_size, stock_share=share), profile.synth_pairs,
+    root = default_root(profile.synth_pairs, profile.synth_size, stock_share=share)
+    return ensure_synthetic(root, profile.synth_pairs,
                             size=profile.synth_size, seed=0, progress=progress, stock_share=share)
 
 
@@ -69,7 +70,8 @@ def is_complete(run_dir: str | Path, config: RunConfig) -> bool:
     digest = config_digest(config)
     if not isinstance(metrics, dict) or config_digest(saved) != digest or metrics.get("config_sha256") != digest:
         return False
-    weights = [p for p in (run_dir / "best" / "weights.safetensors", run_dir / "last" / "weights.safetensors") if p.exists()]
+    weights = [p for p in (run_dir / "best" / "weights.safetensors", run_dir / "last" / "weights.safetensors")
+               if p.exists()]
     if not weights or not (run_dir / "eval" / "per_pair.jsonl").is_file():
         return False
     if metrics_path(run_dir).stat().st_mtime < max(p.stat().st_mtime for p in weights):
@@ -273,7 +275,8 @@ def run_plan(profile: Profile, plan: list[dict], workers: int = 2, progress: boo
     kwargs = {**kwargs, "progress": False}
     located = locate_runs(profile, plan)
     done = {e["name"]: json.loads(metrics_path(profile.run_dir(e["name"])).read_text())
-            for e in located if is_complete(profile.run_dir(e["name"]), run_config(profile, e["overrides"], e.get("preset")))}
+            for e in located
+            if is_complete(profile.run_dir(e["name"]), run_config(profile, e["overrides"], e.get("preset")))}
     missing = [i for i, e in enumerate(located) if e["name"] not in done]
     bar = tqdm(total=len(plan), initial=len(plan) - len(missing), desc="trainings", disable=not progress)
     if workers <= 1 or len(missing) <= 1:
@@ -443,7 +446,8 @@ def evaluate_on(profile: Profile, run_name: str, root: str | Path, meteor: bool 
     folder = run_dir / "test-of" / root.name
     path, weights = metrics_path(folder), find_weights(run_dir, "best")
     digest = hashlib.sha256((root / CAPTIONS_FILE).read_bytes()).hexdigest()
-    if path.is_file() and (folder / "eval" / "per_pair.jsonl").is_file() and path.stat().st_mtime >= weights.stat().st_mtime:
+    if (path.is_file() and (folder / "eval" / "per_pair.jsonl").is_file()
+            and path.stat().st_mtime >= weights.stat().st_mtime):
         metrics = json.loads(path.read_text())
         if metrics.get("data_sha256", digest) == digest:  # evaluations that predate data_sha256 pass
             return folder, metrics
@@ -498,7 +502,8 @@ def recurrence_plan(profile: Profile) -> list[dict]:
 
 def recurrence_table(profile: Profile, thetas: list[float] | None = None, progress: bool = True):
     """Per recurrence level of notebook 09 and θ (default: :func:`recurrence_thetas`), measured on
-    the training split of the dataset its trainings use: the caption recurrence of the changed pairs (:mod:`rscc.data.stats`, in %)
+    the training split of the dataset its trainings use: the caption recurrence of the changed pairs
+    (:mod:`rscc.data.stats`, in %)
     and the expected false negatives in a training batch (the ablation's batch size, sentence
     encoder and tolerance; exact expectations, no sampling). ``false negatives per batch`` counts
     ordered pairs (i, j), i ≠ j, as :func:`false_negatives_per_batch` (notebook 04) does.
