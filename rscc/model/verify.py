@@ -18,7 +18,9 @@ import torch
 from rscc.errors import CheckpointError
 
 RTOL = 1e-5
-ATOL = {"vis_emb": 1e-5, "text_emb": 1e-5, "vis_toks": 1e-5, "logits": 1e-4, "cross_attention": 1e-5,
+# the fixture README's tolerances: atol 1e-4 for the logits and the visual tokens (the reference's
+# own float32 rounding of vis_toks is 2.1e-5 from the exact values), 1e-5 for the rest
+ATOL = {"vis_emb": 1e-5, "text_emb": 1e-5, "vis_toks": 1e-4, "logits": 1e-4, "cross_attention": 1e-5,
         "cap_loss": 1e-5}
 FIXTURE_FILES = ("config.json", "head_state_dict.safetensors", "inputs.safetensors", "expected.safetensors",
                  "expected.json")
