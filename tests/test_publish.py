@@ -40,3 +40,27 @@ def test_refresh_keeps_the_published_outputs_of_unmarked_cells(tmp_path, monkeyp
     nbtest.refresh_checked_outputs()
     nb = nbformat.read(source, as_version=4)
     assert nb.cells[2].outputs[0]["text"] == "42\n" and nb.cells[3].outputs[0]["text"] == "fixed\n"
+
+
+def test_large_figures_are_published_at_modest_size(tmp_path):
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from rscc.experiments.reproduce import MAX_FIGURE_WIDTH, MAX_PNG_BYTES, _modest
+
+    def png(array):
+        out = io.BytesIO()
+        Image.fromarray(array).save(out, format="PNG")
+        return base64.b64encode(out.getvalue()).decode("ascii")
+
+    small = {"image/png": png(np.zeros((50, 80, 3), np.uint8)), "text/plain": "<Figure>"}
+    assert _modest(small) == small
+    noise = np.random.default_rng(0).integers(0, 255, (900, 1500, 3), dtype=np.uint8)  # photo-like: large PNG
+    out = _modest({"image/png": png(noise), "text/plain": "<Figure>"})
+    assert set(out) == {"image/jpeg", "text/plain"}
+    image = Image.open(io.BytesIO(base64.b64decode(out["image/jpeg"])))
+    assert image.width == MAX_FIGURE_WIDTH and image.height == 600
+    assert len(base64.b64decode(out["image/jpeg"])) < 3 * MAX_PNG_BYTES

@@ -19,6 +19,8 @@ from rscc.experiments.profiles import get_profile
 from rscc.paths import REPO_ROOT, atomic_write
 
 PUBLISHED_PROFILE = "quick"  # the profile whose outputs the committed notebooks carry
+MAX_FIGURE_WIDTH = 1000  # px of a published inline figure
+MAX_PNG_BYTES = 200_000  # a larger inline PNG (image pairs, attention over photos) is published as JPEG
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -48,10 +50,37 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, prepare_only: bool
     return target
 
 
+def _modest(data: dict) -> dict:
+    """An output's ``image/png`` at modest size: at most MAX_FIGURE_WIDTH px wide, and as a JPEG
+    (quality 85) when the PNG is still over MAX_PNG_BYTES (photo-like content compresses badly)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    png = data.get("image/png")
+    if not isinstance(png, str):
+        return data
+    raw = base64.b64decode(png)
+    image = Image.open(io.BytesIO(raw))
+    if image.width <= MAX_FIGURE_WIDTH and len(raw) <= MAX_PNG_BYTES:
+        return data
+    if image.width > MAX_FIGURE_WIDTH:
+        image = image.resize((MAX_FIGURE_WIDTH, round(image.height * MAX_FIGURE_WIDTH / image.width)), Image.LANCZOS)
+    out, key = io.BytesIO(), "image/png"
+    image.save(out, format="PNG", optimize=True)
+    if out.tell() > MAX_PNG_BYTES:
+        out, key = io.BytesIO(), "image/jpeg"
+        image.convert("RGB").save(out, format="JPEG", quality=85, optimize=True)
+    rest = {k: v for k, v in data.items() if k != "image/png"}
+    return {key: base64.b64encode(out.getvalue()).decode("ascii"), **rest}
+
+
 def publish(executed: Path, notebook: Path) -> int:
     """Write the outputs of ``executed`` (a papermill run of ``notebook``) into ``notebook``: the
     cell papermill injected is dropped (the notebook keeps its own parameters cell) and so are
-    papermill's per-cell timings, so a rerun changes the file only where a result changed.
+    papermill's per-cell timings, so a rerun changes the file only where a result changed; inline
+    figures are published at modest size (:func:`_modest`).
     Returns the size of the written notebook in bytes."""
     import nbformat
 
@@ -60,6 +89,10 @@ def publish(executed: Path, notebook: Path) -> int:
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        for output in cell.get("outputs", []):
+            if "data" in output:
+                output["data"] = _modest(output["data"])
+                output.get("metadata", {}).pop("image/png", None)
     nb.metadata.pop("papermill", None)
     with atomic_write(notebook) as f:
         nbformat.write(nb, f)
