@@ -45,3 +45,24 @@ def test_papermill_parameters_reach_the_notebook_and_its_outputs_go_to_out(tmp_p
     summary = [c for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code"
                and c.source.startswith("summary = analysis.split_summary")][0]
     assert "synthetic LEVIR-CC (24 pairs, 64 px)" in summary.outputs[0]["data"]["text/plain"]
+
+
+@pytest.mark.slow
+def test_a_rerun_of_notebook_04_with_other_thetas_and_seeds_trains_only_what_is_new(tmp_path):
+    """The issue's example, on the smoke profile: papermill 04 -p thetas [0.9] -p seeds [7] trains
+    only the new seed's runs, leaves every earlier run as it was, and writes its tables to out."""
+    from rscc.paths import REPO_ROOT
+
+    (path,) = notebooks(["04"])
+    run_notebook(path, tmp_path / "first", {"profile": "smoke"})
+    runs = REPO_ROOT / "runs" / "smoke"
+    before = {p: p.stat().st_mtime_ns for d in runs.glob("04_*") for p in d.rglob("*") if p.is_file()}
+    committed = {p.name: p.read_bytes() for p in (REPO_ROOT / "results").glob("*.*")}
+    out = tmp_path / "rerun"
+    run_notebook(path, tmp_path / "second", {"profile": "smoke", "thetas": [0.9], "seeds": [7], "out": str(out)})
+    assert {p: p.stat().st_mtime_ns for p in before if p.exists()} == before  # nothing earlier touched or removed
+    new_runs = {p.parent.parent.relative_to(runs).as_posix()
+                for d in runs.glob("04_*") for p in d.rglob("eval/metrics.json") if p not in before}
+    assert new_runs and all("seed7" in name for name in new_runs), new_runs
+    assert {p.name: p.read_bytes() for p in (REPO_ROOT / "results").glob("*.*")} == committed
+    assert any((out / "results").glob("*.md")) and any((out / "figures").glob("*.png"))

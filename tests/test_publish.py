@@ -19,6 +19,9 @@ def _notebook(path):
 def test_published_notebook_has_the_outputs_and_its_own_parameters_only(tmp_path):
     source = _notebook(tmp_path / "01_demo.ipynb")
     executed = run_notebook(source, tmp_path / "executed", {"n": 2})
+    done = nbformat.read(executed, as_version=4)
+    done.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    nbformat.write(done, executed)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in nbformat.read(executed, 4).cells)
     size = publish(executed, source)
     nb = nbformat.read(source, as_version=4)
@@ -26,6 +29,7 @@ def test_published_notebook_has_the_outputs_and_its_own_parameters_only(tmp_path
     assert [c.source for c in nb.cells] == ["# demo", "n = 2", "print(n * 21)", f"{MARK}\nprint('fixed')"]
     assert nb.cells[2].outputs[0]["text"] == "42\n"
     assert "papermill" not in nb.metadata and not any("papermill" in c.metadata for c in nb.cells)
+    assert "widgets" not in nb.metadata
     nbformat.validate(nb)
 
 
@@ -64,3 +68,11 @@ def test_large_figures_are_published_at_modest_size(tmp_path):
     image = Image.open(io.BytesIO(base64.b64decode(out["image/jpeg"])))
     assert image.width == MAX_FIGURE_WIDTH and image.height == 600
     assert len(base64.b64decode(out["image/jpeg"])) < 3 * MAX_PNG_BYTES
+
+
+def test_notebook_06_runs_after_every_study_notebook():
+    from rscc.experiments.reproduce import notebooks
+
+    order = [nb.name[:2] for nb in notebooks()]
+    assert order[-1] == "06" and order[:-1] == sorted(order[:-1])
+    assert [nb.name[:2] for nb in notebooks(["06", "01"])] == ["01", "06"]

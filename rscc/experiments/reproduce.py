@@ -25,8 +25,12 @@ MAX_PNG_BYTES = 200_000  # a larger inline PNG (image pairs, attention over phot
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
 
+COLLECTOR = "06"  # notebook 06 shows every study notebook's tables, so it runs after all of them
+
+
 def notebooks(only: list[str] | None = None) -> list[Path]:
-    found = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    """The numbered notebooks in the order they run: by number, with the collector (06) last."""
+    found = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"), key=lambda nb: (nb.name[:2] == COLLECTOR, nb.name))
     if only:
         found = [nb for nb in found if nb.name[:2] in only]
     return found
@@ -80,7 +84,7 @@ def publish(executed: Path, notebook: Path) -> int:
     """Write the outputs of ``executed`` (a papermill run of ``notebook``) into ``notebook``: the
     cell papermill injected is dropped (the notebook keeps its own parameters cell) and so are
     papermill's per-cell timings, so a rerun changes the file only where a result changed; inline
-    figures are published at modest size (:func:`_modest`).
+    figures are published at modest size (:func:`_modest`) and saved widget state is dropped.
     Returns the size of the written notebook in bytes."""
     import nbformat
 
@@ -94,6 +98,9 @@ def publish(executed: Path, notebook: Path) -> int:
                 output["data"] = _modest(output["data"])
                 output.get("metadata", {}).pop("image/png", None)
     nb.metadata.pop("papermill", None)
+    # the saved ipywidgets state (notebook 07's explorer: 1.3 MB of thumbnails) is dropped: the
+    # explorer needs a kernel anyway, and its static outputs (tables, figures) stay
+    nb.metadata.pop("widgets", None)
     with atomic_write(notebook) as f:
         nbformat.write(nb, f)
     return notebook.stat().st_size
