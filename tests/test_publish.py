@@ -76,3 +76,14 @@ def test_notebook_06_runs_after_every_study_notebook():
     order = [nb.name[:2] for nb in notebooks()]
     assert order[-1] == "06" and order[:-1] == sorted(order[:-1])
     assert [nb.name[:2] for nb in notebooks(["06", "01"])] == ["01", "06"]
+
+
+def test_the_synthetic_only_notebooks_are_skipped_on_levir_cc(tmp_path, monkeypatch, capsys):
+    from rscc.experiments import reproduce
+
+    ran = []
+    monkeypatch.setattr(reproduce, "get_profile", lambda *a, **k: None)
+    monkeypatch.setattr(reproduce, "run_notebook", lambda nb, out, params: ran.append(nb.name[:2]) or nb)
+    monkeypatch.setattr(reproduce, "publish", lambda executed, nb: 0)
+    assert reproduce.main(["--profile", "paper", "--data", str(tmp_path), "--only", "07", "08", "09"]) == 0
+    assert ran == ["07"] and "08_data_scaling.ipynb: skipped on LEVIR-CC" in capsys.readouterr().out
