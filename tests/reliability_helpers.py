@@ -13,6 +13,7 @@ import pytest
 
 from rscc.cli import main
 from rscc.data.synth import make_synthetic
+from rscc.experiments.profiles import SMOKE_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,8 +39,7 @@ def copy_run(run_dir: Path, to: Path) -> Path:
 
 # The test_train model: 40 synthetic pairs of 64 px, 9 steps an epoch, last/ every 3 steps, 12 steps.
 SMALL = [
-    "model.tiny_width=64", "model.tiny_layers=1", "model.image_size=64", "model.d_model=32",
-    "model.h_dim=32", "model.a_dim=32", "model.num_heads=2", "train.batch_size=16",
+    *SMOKE_MODEL, "train.batch_size=16",
     "train.max_steps=12", "train.checkpoint_every=3", "loss.similarity_source=string", "train.log_every=1",
     "train.num_threads=1",
 ]

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from rscc.config import load_preset  # noqa: E402
 from rscc.experiments import architecture  # noqa: E402
+from rscc.experiments.profiles import SMOKE_MODEL
 
 
 def shapes(trace) -> dict[str, str]:
@@ -96,9 +97,7 @@ def test_quirk_effects_are_measured_against_the_faithful_model_even_from_a_non_f
 def tiny_model(vocab_size: int = 12):
     from rscc.model.rsicrc import build_model
 
-    config = load_preset("cpu-tiny", ["model.tiny_width=64", "model.tiny_layers=1", "model.image_size=64",
-                                      "model.d_model=32", "model.h_dim=32", "model.a_dim=32", "model.num_heads=2",
-                                      f"model.vocab_size={vocab_size}", "model.max_len=10"])
+    config = load_preset("cpu-tiny", [*SMOKE_MODEL, f"model.vocab_size={vocab_size}", "model.max_len=10"])
     torch.manual_seed(0)
     return build_model(config.model, load_pretrained=False).eval()
 

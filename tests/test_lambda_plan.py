@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from rscc.experiments.profiles import get_profile
+from rscc.experiments.profiles import SMOKE_MODEL, get_profile
 from rscc.experiments.study import ablation_plan, config_digest, lambda_plan, locate_runs, run_config
 
 
@@ -80,8 +80,7 @@ def test_the_smoke_and_quick_profiles_compare_captioning_only_with_the_joint_los
 
 
 # --------------------------------------------------------------------------- what λ = 0 trains
-TINY = ["model.tiny_width=64", "model.tiny_layers=1", "model.image_size=64", "model.d_model=32", "model.h_dim=32",
-        "model.a_dim=32", "model.num_heads=2", "train.batch_size=8", "data.synth_pairs=40", "data.synth_size=64",
+TINY = [*SMOKE_MODEL, "train.batch_size=8", "data.synth_pairs=40", "data.synth_size=64",
         "loss.fn_mode=none", "loss.learnable_temperature=true", "loss.symmetric=true", "train.num_threads=1",
         "train.warmup=0", "train.weight_decay=0", "loss.lam=0"]
 

@@ -17,6 +17,7 @@ from rscc.config import RunConfig, load_preset
 from rscc.data.levircc import Vocabulary, load_pairs
 from rscc.data.synth import ensure_synthetic
 from rscc.errors import CheckpointError, ConfigError, DatasetError, RsccError
+from rscc.experiments.profiles import SMOKE_MODEL
 from rscc.feature_cache import dataset_digest
 from rscc.runs import checkpoint_dir
 from rscc.training.sampling import EpochBatches
@@ -25,8 +26,7 @@ from rscc.training.validation import text_to_pair_hit_rate
 
 # A model that trains 12 steps in a few seconds: 40 synthetic pairs of 64 px, 9 batches per epoch.
 SMALL = [
-    "model.tiny_width=64", "model.tiny_layers=1", "model.image_size=64", "model.d_model=32",
-    "model.h_dim=32", "model.a_dim=32", "model.num_heads=2", "train.batch_size=16",
+    *SMOKE_MODEL, "train.batch_size=16",
     "data.synth_pairs=40", "data.synth_size=64", "train.max_steps=12", "train.checkpoint_every=3",
     "loss.similarity_source=string", "train.log_every=1", "train.num_threads=1",
 ]

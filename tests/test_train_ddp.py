@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from rscc.data.synth import ensure_synthetic
+from rscc.experiments.profiles import SMOKE_MODEL
 
 SMALL = [
-    "model.tiny_width=64", "model.tiny_layers=1", "model.image_size=64", "model.d_model=32",
-    "model.h_dim=32", "model.a_dim=32", "model.num_heads=2", "train.batch_size=16",
+    *SMOKE_MODEL, "train.batch_size=16",
     "data.synth_pairs=40", "data.synth_size=64", "train.max_steps=2", "train.log_every=1",
     "loss.similarity_source=string",
 ]

@@ -85,8 +85,8 @@ class Profile:
         return self.figures_dir / f"{name}.png"
 
 
-# tiny model settings for the smoke profile (seconds per training)
-_SMOKE_MODEL = [
+# tiny model settings for the smoke profile and the tests that train (seconds per training)
+SMOKE_MODEL = [
     "model.tiny_width=64", "model.tiny_layers=1", "model.image_size=64", "model.d_model=32",
     "model.h_dim=32", "model.a_dim=32", "model.num_heads=2",
 ]
@@ -104,14 +104,14 @@ PROFILES = {
     # make test: every notebook in well under a minute (1 epoch of 60 pairs at 64 px, a 32-wide head)
     "smoke": dict(
         preset="cpu-tiny", synth_pairs=60, synth_size=64,
-        overrides=_SMOKE_MODEL + ["train.epochs=1", "train.batch_size=8", "data.synth_pairs=60", "data.synth_size=64"],
+        overrides=SMOKE_MODEL + ["train.epochs=1", "train.batch_size=8", "data.synth_pairs=60", "data.synth_size=64"],
         threads=1,
         thetas=[0.8], fn_modes=["none", "fne", "fna"], seeds=[42, 43], workers=2,
         lambdas=[0.0, 0.5],
         stock_shares=[0.25, 1.0],  # notebook 09: the default level is notebook 04's runs, reused
         diagnosis=["authors", "symmetric+learnable-temperature"],
         backbones=["cpu-tiny", "paper-rn50", "mobilenet-v2-imagenet:random", "mobilenet-v2-imagenet"],
-        backbone_overrides=_CPU_BACKBONE + _SMOKE_MODEL, similarity_pairs=100,
+        backbone_overrides=_CPU_BACKBONE + SMOKE_MODEL, similarity_pairs=100,
         scaling_sizes=[40, 80],
     ),
     # make reproduce: < 30 min on a 2-core CPU. The dataset is 3,000 synthetic pairs at 128 px
