@@ -114,44 +114,29 @@ PROFILES = {
         backbone_overrides=_CPU_BACKBONE + SMOKE_MODEL, similarity_pairs=100,
         scaling_sizes=[40, 80],
     ),
-    # make reproduce: < 30 min on a 2-core CPU. The dataset is 3,000 synthetic pairs at 128 px
-    # (2,029 train / 397 val / 574 test). The main run (notebook 03) trains 8 epochs of its 10,145
-    # training captions in batches of 8 (~100 s an epoch at low load, feature cache, 1 thread)
-    # with two of rscc's improvements, the symmetric InfoNCE and a learnable temperature: with the
-    # authors' loss, batch 32 and 1,000 pairs, text -> pair retrieval among changed pairs stayed at
-    # chance (1.0x; batch 8: 2.5x; symmetric + learnable temperature at 1,000 pairs: 3.4x; these
-    # settings: 5.3x chance on the test split, CIDEr-D changed 7.1x the flag + sentence floor;
-    # make reproduce 24 min 44 s at low load, 03 909 s, 04 471 s). The sweeps (notebooks 04-05: 7
-    # ablation trainings, the backbone run is one of them) train 2 epochs each on their own
-    # 1,000-pair set with the authors' loss, sweep_overrides.
+    # make reproduce: 3,000 synthetic pairs at 128 px for the main run (notebook 03: rscc's symmetric
+    # InfoNCE with a learnable temperature, batches of 8), and 1,000-pair sets for the sweeps of
+    # notebooks 03 (λ), 04, 05 and 08 (sweep_overrides), 500 pairs for notebook 09. The measurements
+    # behind these choices are in benchmarks/RESULTS.md, "Study profiles: lab notes".
     "quick": dict(
         preset="cpu-tiny", synth_pairs=3000, synth_size=128,
         overrides=["train.epochs=5", "train.batch_size=32", "data.synth_pairs=3000", "data.synth_size=128"],
         main_overrides=["train.epochs=8", "train.batch_size=8", "loss.symmetric=true",
                         "loss.learnable_temperature=true"],
         threads=1,
-        # measured at load ~3: batch 16 at lr 1e-3 reaches twice the flag + fixed sentence floor's
-        # changed-pair CIDEr-D in 2 epochs (batch 32 at 5e-4: below it); ~90 s per training
         sweep_overrides=["data.synth_pairs=1000", "train.epochs=2", "train.batch_size=16", "train.lr=1e-3"],
-        # notebook 04: θ 0.6 at batch 16 marks 7.8 false negatives per batch on the default
-        # (LEVIR-like) synthetic set, 4.4 % of the negatives (earlier generator: θ 0.6 8.2, θ 0.8
-        # 0.97, θ 1 0.08); three seeds,
-        # two trainings at a time on the two cores
+        # notebook 04: θ 0.6, where false negatives are frequent at batch 16; three seeds, two
+        # trainings at a time on the two cores
         thetas=[0.6], fn_modes=["none", "fne", "fna"], seeds=[42, 43, 44], workers=2,
         # the ablation's loss: rscc's symmetric InfoNCE with a learnable temperature (the main run's),
-        # labelled in notebook 04. Its diagnosis (3 seeds, none mode, changed-pair text -> pair R@10):
-        # on an earlier synthetic generator only this setting's interval excluded chance (20.4
-        # [18.5, 22.2] vs 16.4; authors 16.9, one change each 19.1 / 20.0, intervals over chance);
-        # on the present one none does (22.1 [15.1, 29.1], authors 21.9 [15.9, 27.8], learnable
-        # temperature 19.6 [16.0, 23.2], symmetric 23.4 [15.3, 31.5], chance 19.2)
+        # labelled in notebook 04, whose diagnosis compares it with the authors' loss
         ablation_overrides=["loss.symmetric=true", "loss.learnable_temperature=true"],
         # notebook 03's λ study: captioning only, the preset's λ (notebook 04's fna runs, reused) and a
         # heavier contrastive weight
         lambdas=[0.0, 0.5, 2.0],
         # notebook 09: stock share 0 (only chance repeats), 0.25 (the LEVIR-like default) and 1.0 (most
-        # changed pairs share a handful of sentences), each none/fne/fna x 3 seeds on 500 pairs, at θ 0.8:
-        # on the 500-pair training split at batch 16 the knob moves the false negatives per batch from
-        # 0.87 to 1.13 to 2.92 there, but hardly at θ 0.6 (7.7, 7.7, 10.5: paraphrases dominate)
+        # changed pairs share a handful of sentences), none/fne/fna x 3 seeds on 500 pairs at θ 0.8,
+        # where the knob moves the false negatives per batch most (θ 0.6: paraphrases dominate)
         stock_shares=[0.0, 0.25, 1.0], recurrence_overrides=["data.synth_pairs=500"], recurrence_thetas=[0.8],
         # notebook 05: the same head on frozen, cached features of random, ImageNet and aerial weights
         # (MobileNetV2 random vs ImageNet isolates the weights; cpu-tiny is the main run's backbone)
