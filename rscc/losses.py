@@ -26,18 +26,16 @@ negatives and false-negative masks span the global batch (as open_clip's ``ClipL
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rscc.config import CHOICES
-from rscc.errors import ConfigError, RsccError
+from rscc.errors import ConfigError
 
 FN_MODES = CHOICES["loss.fn_mode"]  # ("none", "fne", "fna")
 SIMILARITY_SOURCES = CHOICES["loss.similarity_source"]  # ("sentence", "string")
@@ -394,50 +392,3 @@ def gather_for_contrastive(
     labels_all = _all_gather(labels, with_grad=False)
     sent_all = None if sent_emb is None else _all_gather(sent_emb.detach(), with_grad=False)
     return vis_all, text_all, labels_all, sent_all
-
-
-# --------------------------------------------------------------------------- conformance
-def verify_contrastive(fixture_dir: str | Path) -> list[dict]:
-    """Recompute every ``contrastive`` case of the authors' conformance fixture.
-
-    Reads ``expected.json`` (cases), ``expected.safetensors`` (``vis_emb``, ``text_emb``) and
-    ``inputs.safetensors`` (``flags`` = labels, ``sentence_embeddings``) from ``fixture_dir``.
-    The authors' code always applies FNE, so each case runs with ``fn_mode`` fne or fna (its
-    ``fna`` flag) and tolerance 0. Returns one dict per case with temperature, theta, fna,
-    expected/got loss, abs_error, expected/got positive pairs and ``ok`` (|error| <= 1e-5 +
-    1e-5 |expected| and equal pair counts)."""
-    from safetensors.torch import load_file
-
-    fixture_dir = Path(fixture_dir)
-    needed = [fixture_dir / name for name in ("expected.json", "expected.safetensors", "inputs.safetensors")]
-    missing = [str(p) for p in needed if not p.is_file()]
-    if missing:
-        raise RsccError(f"conformance fixture incomplete: missing {', '.join(missing)}")
-    cases = json.loads(needed[0].read_text()).get("contrastive")
-    if not cases:
-        raise RsccError(f"{needed[0]}: no 'contrastive' list of cases")
-    expected, inputs = load_file(str(needed[1])), load_file(str(needed[2]))
-    vis_emb, text_emb = expected["vis_emb"], expected["text_emb"]
-    labels, sentence_embeddings = inputs["flags"], inputs["sentence_embeddings"]
-    results = []
-    for case in cases:
-        fn_mode = "fna" if case["fna"] else "fne"
-        mask = false_negative_mask(sentence_embeddings, theta=case["threshold"], tolerance=0.0)
-        with torch.no_grad():
-            loss, pairs = info_nce(vis_emb, text_emb, labels, mask, case["temperature"], fn_mode)
-        got, want = float(loss), float(case["loss"])
-        error = abs(got - want)
-        results.append(
-            {
-                "temperature": case["temperature"],
-                "theta": case["threshold"],
-                "fna": bool(case["fna"]),
-                "expected_loss": want,
-                "got_loss": got,
-                "abs_error": error,
-                "expected_pairs": int(case["num_positive_pairs"]),
-                "got_pairs": pairs,
-                "ok": error <= 1e-5 + 1e-5 * abs(want) and pairs == int(case["num_positive_pairs"]),
-            }
-        )
-    return results

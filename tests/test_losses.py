@@ -18,8 +18,8 @@ from rscc.losses import (
     false_negative_mask,
     gather_for_contrastive,
     info_nce,
-    verify_contrastive,
 )
+from rscc.model.verify import verify_contrastive
 
 E1, E2, E3 = torch.eye(3)
 LOG_TINY_F32 = math.log(torch.finfo(torch.float32).tiny)  # -87.3365...
