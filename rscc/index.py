@@ -24,15 +24,12 @@ a float16 gallery the exact backends are exact over the stored float16 values.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import math
 import time
 import uuid
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,9 +37,24 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rscc.data.images import PairImages, folder_pairs
-from rscc.data.levircc import CAPTIONS_FILE, SPLITS, load_pairs, tokenize
-from rscc.errors import CheckpointError, ConfigError, DatasetError, RsccError
+from rscc.data.images import PairImages
+from rscc.embedder import (  # noqa: F401 - PairFiles, Embedder, ... are imported from here too
+    MAX_QUERY_CHARS,
+    Embedder,
+    PairFiles,
+    _as_dict,
+    _load_embedder,
+    discover_pairs,
+    encode_query,
+    model_identity,
+)
+from rscc.errors import ConfigError, DatasetError, RsccError
+from rscc.exact_search import (  # noqa: F401 - int8_search and Int8Codes are imported from here too
+    Int8Codes,
+    exact_search,
+    int8_matmul_available,
+    int8_search,
+)
 from rscc.paths import atomic_replace, atomic_write
 
 INDEX_FILE = "index.json"
@@ -52,264 +64,6 @@ DTYPES = {"float16": torch.float16, "float32": torch.float32}
 BACKENDS = ("torch", "faiss-flat", "faiss-ivf", "faiss-hnsw")
 PREFILTERS = ("auto", "int8", "none")  # the exact torch backend's first pass (GalleryIndex.search)
 INT8_MIN_ROWS = 16_384  # below this a float scan is as fast as the 8-bit one
-MAX_QUERY_CHARS = 100_000  # longer strings are refused before tokenising
-
-
-# ----------------------------------------------------------------------------- pairs on disk
-@dataclass(frozen=True)
-class PairFiles:
-    """One pair to embed: its id (the file name, e.g. ``test_000001.png``) and both images."""
-
-    id: str
-    path_a: Path
-    path_b: Path
-
-
-def discover_pairs(source: str | Path, split: str | None = None) -> list[PairFiles]:
-    """The pairs of ``source``: a folder holding ``A/`` and ``B/`` with matching file names, or a
-    LEVIR-CC root (holding ``LevirCCcaptions.json``), all splits or only ``split``.
-
-    Ids are file names, so ``ROOT --split test`` and ``ROOT/images/test`` give the same ids."""
-    source = Path(source)
-    if not source.is_dir():
-        raise DatasetError(f"{source}: not a folder (expected A/ and B/ with matching file names, or a LEVIR-CC root)")
-    if (source / CAPTIONS_FILE).is_file():
-        if split is not None and split not in SPLITS:
-            raise ConfigError(f"split '{split}' does not exist; valid: {', '.join(SPLITS)}")
-        records = load_pairs(source, splits=[split] if split else None)
-        pairs = [PairFiles(p.filename, *(q.resolve() for q in p.image_paths(source))) for p in records]
-        if not pairs:
-            raise DatasetError(f"{source / CAPTIONS_FILE}: no pair in split '{split}'")
-        return pairs
-    if split is not None:
-        raise ConfigError(f"{source}: --split applies to a LEVIR-CC root (holding {CAPTIONS_FILE}), "
-                          "not to a folder of A/ and B/ images")
-    dir_a, dir_b = source / "A", source / "B"
-    if not (dir_a.is_dir() and dir_b.is_dir()):
-        raise DatasetError(f"{source}: expected sub-folders A/ and B/ with matching file names, "
-                           f"or a LEVIR-CC root holding {CAPTIONS_FILE}")
-    return [PairFiles(a.name, a.resolve(), b.resolve()) for a, b in folder_pairs(source)]
-
-
-# ----------------------------------------------------------------------------- the model side
-def encode_query(query: str, vocab, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A search sentence as (input_ids (1, max_len), pad_mask (1, max_len)).
-
-    Tokenised like the captions (lower case, no punctuation); unknown words become UNK. A query
-    without words is an error; one longer than ``max_len - 2`` words keeps its first words, with
-    a warning."""
-    if not isinstance(query, str):
-        raise RsccError(f"search query must be a string, got {type(query).__name__}")
-    if len(query) > MAX_QUERY_CHARS:
-        raise RsccError(f"search query is {len(query):,} characters long; at most {MAX_QUERY_CHARS:,} are accepted "
-                        f"(and only the first {max_len - 2} words are used)")
-    tokens = tokenize(query)
-    if not tokens:
-        raise RsccError(f"search query {query!r} has no words; write a sentence such as "
-                        "'new houses along a curved road'")
-    if len(tokens) > max_len - 2:
-        warnings.warn(f"search query has {len(tokens)} words; only the first {max_len - 2} are used", stacklevel=3)
-        tokens = tokens[: max_len - 2]
-    if not any(t in vocab for t in tokens):
-        warnings.warn(f"no word of the search query {query[:80]!r} is in the model's vocabulary: "
-                      "the query is all UNK and its results are meaningless", stacklevel=3)
-    ids, pad = vocab.encode(tokens, max_len)
-    return torch.tensor([ids], dtype=torch.long), torch.tensor([pad], dtype=torch.bool)
-
-
-class Embedder:
-    """A loaded run seen from the index: image pairs and sentences → unit-norm embeddings.
-
-    ``identity`` (a dict whose ``"id"`` is compared) says which model this is. Tests replace this
-    class by any object with the same four members (``identity``, ``transform``,
-    ``embed_pairs``, ``embed_text``)."""
-
-    def __init__(self, model, config, vocab, identity: dict[str, Any]):
-        self.model = model.eval()
-        self.config = config
-        self.vocab = vocab
-        self.identity = identity
-        self.transform = model.backbone.transform
-        self.device = next(model.parameters()).device
-
-    @classmethod
-    def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "auto") -> Embedder:
-        """The run's model (``which`` checkpoint) with its identity; the last one loaded is cached."""
-        return _load_embedder(Path(run_dir), which, device)
-
-    @torch.inference_mode()
-    def embed_pairs(self, img_a: torch.Tensor, img_b: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) × 2 -> (B, d)
-        vis_emb, _ = self.model.encode_images(img_a.to(self.device), img_b.to(self.device))
-        return F.normalize(vis_emb.float(), dim=-1).cpu()
-
-    def embed_text(self, query: str) -> torch.Tensor:  # -> (d,)
-        input_ids, pad_mask = encode_query(query, self.vocab, self.config.model.max_len)
-        with torch.inference_mode():
-            text_emb = self.model.encode_text(input_ids.to(self.device), pad_mask.to(self.device))
-        return F.normalize(text_emb.float(), dim=-1)[0].cpu()
-
-
-_EMBEDDERS: dict[tuple, Embedder] = {}  # notebooks call search_text repeatedly: load a run once
-
-
-def _load_embedder(run_dir: Path, which: str, device: str = "auto") -> Embedder:
-    from rscc.device import resolve_device
-    from rscc.runs import find_weights, load_run
-
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: run directory not found")
-    weights = find_weights(run_dir, which)
-    stat = weights.stat()
-    key = (str(weights.resolve()), stat.st_size, stat.st_mtime_ns, str(resolve_device(device)))
-    if key not in _EMBEDDERS:
-        model, config, vocab = load_run(run_dir, which=which, device=resolve_device(device))
-        identity = model_identity(weights, config, vocab)
-        identity.update(run_dir=str(run_dir.resolve()), which=which)
-        _EMBEDDERS.clear()  # one model in memory at a time (a paper model is ~1.4 GB)
-        _EMBEDDERS[key] = Embedder(model, config, vocab, identity)
-    return _EMBEDDERS[key]
-
-
-def model_identity(weights_file: str | Path, config, vocab) -> dict[str, Any]:
-    """``{"id": sha256 of (weights file, model configuration, vocabulary), ...}`` plus what a
-    person needs to recognise the model. Moving or renaming the run keeps the id."""
-    digest = hashlib.sha256()
-    with open(weights_file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    digest.update(json.dumps(_as_dict(config.model), sort_keys=True).encode())
-    digest.update(json.dumps(vocab.word_to_id, sort_keys=True).encode())
-    return {"id": digest.hexdigest(), "backbone": config.model.backbone, "d_model": config.model.d_model,
-            "weights": str(Path(weights_file).resolve())}
-
-
-def _as_dict(section) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(section) if dataclasses.is_dataclass(section) else dict(section)
-
-
-# ----------------------------------------------------------------------------- exact search
-def exact_search(gallery: torch.Tensor, queries: torch.Tensor, k: int,
-                 chunk_rows: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` inner products of ``queries`` (Q, d) against ``gallery`` (N, d).
-
-    Returns (scores (Q, k) float32, indices (Q, k) int64), best first. The gallery is read in
-    chunks of at most ``chunk_rows`` rows, fewer for many queries, so that the scores of a chunk
-    and its float32 copy stay under 128 MB each.
-
-    A float16 gallery is scored in float16 when there are few queries: the product is bound by
-    memory, and a CPU multiplies a float16 matrix by a vector about twice as fast as a float32
-    one, whereas converting the gallery to float32 costs more than the product. Every row whose
-    float16 score lies within the float16 error of the k-th score is then rescored in float32,
-    so the result is exact over the stored values. For many queries chunks are converted."""
-    queries = queries.float()
-    k = min(k, gallery.shape[0])
-    chunk_rows = min(chunk_rows, max(1024, 2 ** 25 // queries.shape[0]))  # (Q, chunk) float32 scores
-    if gallery.dtype != torch.float32 and queries.shape[0] > 8:
-        chunk_rows = min(chunk_rows, max(1024, 2 ** 25 // gallery.shape[1]))  # float32 copy of a chunk
-    if gallery.dtype == torch.float32 or queries.shape[0] > 8:
-        scores, indices, _ = _chunked_topk(gallery, k, chunk_rows, lambda rows: queries @ rows.float().T)
-        return scores, indices
-    # |float16 score - exact score| <= (2^-11 query rounding + 2^-12 output rounding) * |q| for
-    # unit rows, accumulation being float32; twice that, on both sides of the k-th score.
-    margin = 4 * (2.0 ** -11 + 2.0 ** -12) * queries.norm(dim=1, keepdim=True)  # (Q, 1)
-    half = queries.to(gallery.dtype)
-    _, _, rows = _chunked_topk(gallery, k, chunk_rows, lambda r: (half @ r.T).float(), margin)
-    exact = queries @ gallery[rows].float().T  # (Q, candidates)
-    scores, order = exact.topk(k, dim=1)
-    return scores, rows[order]
-
-
-@dataclass(frozen=True)
-class Int8Codes:
-    """A gallery quantised to 8 bits per value, for the exact search's first pass.
-
-    Row i is approximated by ``scales[i] * codes[i]`` (symmetric, one scale per row, |code| ≤ 127);
-    ``residuals[i]`` is ‖x_i − scales[i]·codes[i]‖ and ``norms[i]`` is ‖scales[i]·codes[i]‖, both
-    measured on the stored rows and rounded up, so that every approximate score comes with a bound
-    on its error (see :func:`int8_search`). The codes take a quarter of float32 storage."""
-
-    codes: torch.Tensor      # (N, d) int8
-    scales: torch.Tensor     # (N,) float32
-    residuals: torch.Tensor  # (N,) float32
-    norms: torch.Tensor      # (N,) float32
-
-    @classmethod
-    def from_rows(cls, rows: torch.Tensor, chunk_rows: int = 512) -> Int8Codes:
-        # small chunks stay in cache: several times faster than 65k-row chunks (benchmarks/RESULTS.md)
-        n, d = rows.shape
-        codes = torch.empty((n, d), dtype=torch.int8)
-        scales, residuals, norms = (torch.empty(n) for _ in range(3))
-        for start in range(0, n, chunk_rows):
-            x = rows[start:start + chunk_rows].float()
-            scale = (x.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
-            code = torch.round(x / scale[:, None]).clamp_(-127, 127)
-            approx = code * scale[:, None]
-            stop = start + len(x)
-            codes[start:stop], scales[start:stop] = code.to(torch.int8), scale
-            # norms are computed in float32: round them up by more than their relative error
-            residuals[start:stop] = (x - approx).norm(dim=1) * (1 + 1e-5)
-            norms[start:stop] = approx.norm(dim=1) * (1 + 1e-5)
-        return cls(codes, scales, residuals, norms)
-
-
-def int8_search(codes: Int8Codes, gallery: torch.Tensor, queries: torch.Tensor,
-                k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-``k`` inner products of ``queries`` (Q, d) against ``gallery`` (N, d), found in
-    two passes: an 8-bit scan of every row, then float32 scores of the few rows it cannot rule out.
-
-    The queries are quantised like the rows (q ≈ t·c_q) and each row's approximate score
-    t·s_i·(c_q · c_i) is an exact integer product (``torch._int_mm``, int32 accumulation). Its
-    distance to the true q · x_i is at most ‖q‖·‖x_i − x̂_i‖ + ‖q − t·c_q‖·‖x̂_i‖ (Cauchy–Schwarz
-    on the two rounding errors), plus d·2⁻²³·‖q‖ for float32 arithmetic. A row whose upper bound
-    is below the k-th best lower bound cannot be in the top k; every other row is scored in
-    float32 from the stored values, as :func:`exact_search` scores them. On random unit vectors at
-    d = 2048 the bound is ≈ 0.018 and a few hundred rows of 100k are rescored."""
-    queries = queries.float()
-    k = min(k, gallery.shape[0])
-    q_norm = queries.norm(dim=1)
-    q_scale = (queries.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
-    q_codes = torch.round(queries / q_scale[:, None]).clamp_(-127, 127)
-    q_error = (queries - q_codes * q_scale[:, None]).norm(dim=1) * (1 + 1e-5)
-    products = torch._int_mm(codes.codes, q_codes.to(torch.int8).T.contiguous())  # (N, Q) int32, exact
-    approx = products.float() * codes.scales[:, None] * q_scale[None, :]
-    arithmetic = queries.shape[1] * 2.0 ** -23 * (1 + q_norm)
-    bound = codes.residuals[:, None] * q_norm[None, :] + codes.norms[:, None] * q_error[None, :] + arithmetic[None, :]
-    kth_lower = (approx - bound).topk(k, dim=0).values[-1]  # (Q,)
-    rows = (approx + bound >= kth_lower[None, :]).any(dim=1).nonzero().flatten()
-    exact = queries @ gallery[rows].float().T  # (Q, candidates)
-    scores, order = exact.topk(k, dim=1)
-    return scores, rows[order]
-
-
-@functools.cache
-def int8_matmul_available() -> bool:
-    """Whether this torch multiplies int8 matrices on the CPU (``torch._int_mm``)."""
-    try:
-        torch._int_mm(torch.ones((1, 8), dtype=torch.int8), torch.ones((8, 1), dtype=torch.int8))
-        return True
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return False
-
-
-def _chunked_topk(gallery, k, chunk_rows, score, margin=None):
-    """Running top-k of ``score(rows)`` (Q, c) over gallery chunks; with ``margin`` (Q, 1) also
-    the rows scoring within ``margin`` of the final k-th score (a superset: the k-th only rises)."""
-    best_s = best_i = None
-    candidates = []
-    for start in range(0, gallery.shape[0], chunk_rows):
-        s = score(gallery[start:start + chunk_rows])  # (Q, c) float32
-        top_s, top_i = s.topk(min(k, s.shape[1]), dim=1)
-        if best_s is not None:
-            top_s, top_i = torch.cat([best_s, top_s], 1), torch.cat([best_i, top_i + start], 1)
-            top_s, order = top_s.topk(min(k, top_s.shape[1]), dim=1)
-            top_i = top_i.gather(1, order)
-        best_s, best_i = top_s, top_i
-        if margin is not None:
-            candidates.append((s >= best_s[:, -1:] - margin).any(0).nonzero().flatten() + start)
-    rows = torch.cat(candidates) if margin is not None else None
-    return best_s, best_i, rows
 
 
 # ----------------------------------------------------------------------------- the index
