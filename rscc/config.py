@@ -11,14 +11,24 @@ documented where they are declared.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
 from rscc.errors import ConfigError
+
+# The options that take one of a few words: declared once, as the fields' types (CHOICES below
+# is read off them for the modules that list the words)
+VocabRule = Literal["authors", "train"]  # authors (all splits, count > 5) | train (train only, count >= 5)
+FnMode = Literal["none", "fne", "fna"]
+SimilaritySource = Literal["sentence", "string"]  # sentence (encoder embeddings) | string (exact equality)
+Schedule = Literal["constant", "cosine"]  # constant (authors) | cosine
+SelectBest = Literal["val_loss", "cider", "retrieval"]  # val_loss (authors) | cider | retrieval
+Device = Literal["auto", "cuda", "mps", "cpu"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -62,7 +72,7 @@ class DataConfig:
     """Where the dataset is and how it is read (METHOD §1)."""
 
     root: str | None = None  # LEVIR-CC root (LevirCCcaptions.json + images/); None = synthetic
-    vocab_rule: str = "authors"  # authors (all splits, count > 5) | train (train only, count >= 5)
+    vocab_rule: VocabRule = "authors"  # authors (all splits, count > 5) | train (train only, count >= 5)
     max_len: int = 41
     num_workers: int = 0
     strict_length: bool = False  # reject captions longer than max_len - 2 instead of truncating
@@ -85,12 +95,12 @@ class LossConfig:
     learnable_temperature: bool = False
     # none: no false-negative handling; fne: eliminate (authors' default, always on there);
     # fna: eliminate and attract (authors' flag `fna`)
-    fn_mode: str = "fna"
+    fn_mode: FnMode = "fna"
     theta: float = 1.0
     # theta_tolerance: caption pairs with similarity >= theta - tolerance are false negatives.
     # 0.0 is faithful (at theta 1.0 float32 misses about a third of identical captions).
     theta_tolerance: float = 1e-4
-    similarity_source: str = "sentence"  # sentence (encoder embeddings) | string (exact equality)
+    similarity_source: SimilaritySource = "sentence"  # sentence (encoder embeddings) | string (exact equality)
     sentence_model: str = "all-MiniLM-L6-v2"  # authors: sentence-transformers/msmarco-distilbert-cos-v5
     symmetric: bool = False  # add the text -> image direction
 
@@ -105,12 +115,12 @@ class TrainConfig:
     weight_decay: float = 0.01
     eps: float = 1e-8
     warmup: float = 0.025  # fraction of all steps
-    schedule: str = "constant"  # constant (authors) | cosine
+    schedule: Schedule = "constant"  # constant (authors) | cosine
     grad_clip: float | None = None
     seed: int = 42
-    device: str = "auto"  # auto | cpu | cuda | mps
+    device: Device = "auto"  # auto | cpu | cuda | mps
     bf16: bool = True  # autocast to bfloat16 on CUDA
-    select_best: str = "val_loss"  # val_loss (authors) | cider | retrieval
+    select_best: SelectBest = "val_loss"  # val_loss (authors) | cider | retrieval
     cache_features: bool = True  # cache backbone features when the backbone is frozen
     log_every: int = 10
     max_steps: int | None = None  # stop after this many optimiser steps (tests, smoke runs)
@@ -122,16 +132,21 @@ class TrainConfig:
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "train": TrainConfig}
 
-# Options that take one of a few words (the modules that use them hold the same lists; a test
-# checks that they agree). model.backbone is checked against the backbone registry (rscc.model.registry).
-CHOICES = {
-    "data.vocab_rule": ("authors", "train"),
-    "loss.fn_mode": ("none", "fne", "fna"),
-    "loss.similarity_source": ("sentence", "string"),
-    "train.schedule": ("constant", "cosine"),
-    "train.select_best": ("val_loss", "cider", "retrieval"),
-    "train.device": ("auto", "cuda", "mps", "cpu"),
-}
+# The options typed as a Literal take one of its words (CHOICES lists them for the modules that
+# need the words); model.backbone is checked against the backbone registry (rscc.model.backbones).
+
+
+@functools.cache
+def _hints(section: str) -> dict[str, Any]:
+    return get_type_hints(SECTIONS[section])
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    return {f"{section}.{name}": get_args(hint) for section in SECTIONS
+            for name, hint in _hints(section).items() if get_origin(hint) is Literal}
+
+
+CHOICES = _choices()  # {"loss.fn_mode": ("none", "fne", "fna"), ...}
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "None": type(None)}
 
 
@@ -139,6 +154,11 @@ def checked_value(section: str, name: str, value: Any, source: str = "config") -
     """``value`` for option ``section.name`` when it has the declared type (an int is accepted
     for a float, and a string such as ``1e-4`` that YAML leaves unparsed becomes a float) and,
     for the options of :data:`CHOICES`, is one of the valid words; ConfigError otherwise."""
+    hint = _hints(section)[name]
+    if get_origin(hint) is Literal:
+        if value not in get_args(hint):
+            raise ConfigError(f"{source}: {section}.{name} '{value}' is not one of {', '.join(get_args(hint))}")
+        return value
     annotation = {f.name: f.type for f in dataclasses.fields(SECTIONS[section])}[name]
     names = [t.strip() for t in str(annotation).split("|")]
     kinds = tuple(_TYPES[t] for t in names if t in _TYPES)
@@ -152,9 +172,6 @@ def checked_value(section: str, name: str, value: Any, source: str = "config") -
     fits = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
     if kinds and not fits:
         raise ConfigError(f"{source}: {section}.{name} must be {' or '.join(names)}, got {value!r}")
-    choices = CHOICES.get(f"{section}.{name}")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{source}: {section}.{name} '{value}' is not one of {', '.join(choices)}")
     if (section, name) == ("data", "synth_stock_share") and not 0.0 <= value <= 1.0:
         raise ConfigError(f"{source}: data.synth_stock_share must lie in [0, 1], got {value!r}")
     if (section, name) == ("model", "backbone"):
