@@ -47,5 +47,7 @@ test-notebooks: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
+## Remove what is regenerated on demand (datasets, feature and embedding caches); runs/ (your
+## trainings) is never deleted by a tool: remove it by hand if you mean to.
 clean:
-	rm -rf runs .cache
+	rm -rf .cache
