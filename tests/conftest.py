@@ -1,4 +1,5 @@
 import os
+from contextlib import contextmanager
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -76,3 +77,21 @@ def write_tiny_run(run_dir, vocab, overrides=(), end_boost=None):
 @pytest.fixture(scope="session")
 def make_tiny_run():
     return write_tiny_run
+
+
+@contextmanager
+def private_synthetic_cache(path, pairs: int = 40, size: int = 64):
+    """RSCC_CACHE set to ``path`` for the block, holding the synthetic set (seed 0) that a training
+    with ``data.synth_pairs=pairs``, ``data.synth_size=size`` and no ``data.root`` reads."""
+    from rscc.data.synth import default_root, ensure_synthetic
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RSCC_CACHE", str(path))
+        ensure_synthetic(default_root(pairs, size), pairs, size=size, seed=0, progress=False)
+        yield path
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache():
+    """:func:`private_synthetic_cache`, for fixtures of any scope."""
+    return private_synthetic_cache

@@ -9,14 +9,13 @@ import pytest
 import rscc.training.loop as trainer
 from rscc.cli import main as cli_main
 from rscc.config import load_preset
-from rscc.data.synth import ensure_synthetic
 from rscc.errors import CheckpointError
+from rscc.experiments.profiles import SMOKE_MODEL
 from rscc.training.preflight import check_resumed_config
 
 # 40 synthetic pairs of 64 px at batch 16: 9 steps per epoch, a few seconds per epoch on one thread
 SMALL = [
-    "model.tiny_width=64", "model.tiny_layers=1", "model.image_size=64", "model.d_model=32",
-    "model.h_dim=32", "model.a_dim=32", "model.num_heads=2", "train.batch_size=16",
+    *SMOKE_MODEL, "train.batch_size=16",
     "data.synth_pairs=40", "data.synth_size=64", "loss.similarity_source=string", "train.log_every=1",
     "train.num_threads=1", "train.schedule=cosine", "train.lr=1e-3",
 ]
@@ -29,12 +28,9 @@ def config(*extra):
 
 
 @pytest.fixture(scope="module")
-def one_epoch(tmp_path_factory):
+def one_epoch(tmp_path_factory, synthetic_cache):
     """A finished one-epoch run (cosine schedule), trained with a private cache (data, features)."""
-    cache = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RSCC_CACHE", str(cache))
-        ensure_synthetic(cache / "synthetic-40-64-0", 40, size=64, seed=0, progress=False)
+    with synthetic_cache(tmp_path_factory.mktemp("cache")) as cache:
         out = tmp_path_factory.mktemp("runs") / "one-epoch"
         summary = trainer.train(config("train.epochs=1"), out, progress=False)
     return out, summary, cache

@@ -15,7 +15,6 @@ import rscc.training.preflight
 from rscc.cli import main as cli_main
 from rscc.config import RunConfig, load_preset
 from rscc.data.levircc import Vocabulary, load_pairs
-from rscc.data.synth import ensure_synthetic
 from rscc.errors import CheckpointError, ConfigError, DatasetError, RsccError
 from rscc.experiments.profiles import SMOKE_MODEL
 from rscc.feature_cache import dataset_digest
@@ -49,12 +48,9 @@ def small_config(*extra) -> RunConfig:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
+def cache(tmp_path_factory, synthetic_cache):
     """A private cache (synthetic data, features) shared by the tests of this module."""
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RSCC_CACHE", str(path))
-        ensure_synthetic(path / "synthetic-40-64-0", 40, size=64, seed=0, progress=False)
+    with synthetic_cache(tmp_path_factory.mktemp("cache")) as path:
         yield path
 
 
