@@ -211,16 +211,15 @@ def run_plan(profile: Profile, plan: list[dict], workers: int = 2, progress: boo
     from tqdm.auto import tqdm
 
     kwargs = {**kwargs, "progress": False}
-    located = locate_runs(profile, plan)
+    located = locate_runs(profile, plan)  # each complete run found (and checked) once
     done = {e["name"]: json.loads(metrics_path(profile.run_dir(e["name"])).read_text())
-            for e in located
-            if is_complete(profile.run_dir(e["name"]), run_config(profile, e["overrides"], e.get("preset")))}
-    missing = [i for i, e in enumerate(located) if e["name"] not in done]
+            for e in located if e["complete"]}
+    missing = [i for i, e in enumerate(located) if not e["complete"]]
     bar = tqdm(total=len(plan), initial=len(plan) - len(missing), desc="trainings", disable=not progress)
     if workers <= 1 or len(missing) <= 1:
         for i in missing:
             name, metrics = _train_entry(profile, located[i], kwargs)
-            located[i], done[name] = {**located[i], "name": name}, metrics
+            located[i], done[name] = {**located[i], "name": name, "complete": True}, metrics
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(missing)),
@@ -229,7 +228,7 @@ def run_plan(profile: Profile, plan: list[dict], workers: int = 2, progress: boo
             for future in as_completed(futures):
                 i = futures[future]
                 name, metrics = future.result()
-                located[i], done[name] = {**located[i], "name": name}, metrics
+                located[i], done[name] = {**located[i], "name": name, "complete": True}, metrics
                 bar.update()
     bar.close()
     return done, located
@@ -288,11 +287,12 @@ def _similarity_args(rows, source: str) -> tuple:
 
 def locate_runs(profile: Profile, plan: list[dict]) -> list[dict]:
     """``plan`` (:func:`ablation_plan` or :func:`backbone_plan` entries) with each ``name`` replaced
-    by the complete run of the same configuration that :func:`train_or_reuse` would use, if any."""
+    by the complete run of the same configuration that :func:`train_or_reuse` would use, if any,
+    and ``complete`` saying whether there is one."""
     located = []
     for entry in plan:
-        config = run_config(profile, entry["overrides"], entry.get("preset"))
-        located.append({**entry, "name": find_complete_run(profile, config) or entry["name"]})
+        found = find_complete_run(profile, run_config(profile, entry["overrides"], entry.get("preset")))
+        located.append({**entry, "name": found or entry["name"], "complete": found is not None})
     return located
 
 
