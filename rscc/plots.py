@@ -224,40 +224,6 @@ def plot_architecture(config, title: str | None = None):
     return fig
 
 
-def plot_ablation(table, metrics: Sequence[tuple[str, str]], x: str = "theta", hue: str = "fn_mode",
-                  baseline: str = "none", columns: int = 3, chance: dict | None = None):
-    """One panel per metric against θ, one line per false-negative mode (seaborn).
-
-    ``table``: one row per training with columns ``x`` (θ; NaN/None for the θ-free ``baseline``
-    mode), ``hue`` and the metrics; several seeds of a setting are averaged with their spread
-    (standard deviation). ``metrics``: (column, panel title) pairs. The ``baseline`` mode is drawn
-    as a horizontal dashed line; ``chance``: {column: chance level}, drawn dotted. Returns the figure."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    rows = (len(metrics) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows), squeeze=False)
-    swept = table[table[hue] != baseline]
-    base = table[table[hue] == baseline]
-    palette = dict(zip(sorted(table[hue].unique()), sns.color_palette("deep")))
-    for ax, (column, title) in zip(axes.ravel(), metrics):
-        if not swept.empty:
-            sns.lineplot(data=swept, x=x, y=column, hue=hue, palette=palette, marker="o", errorbar="sd", ax=ax)
-        if not base.empty:
-            ax.axhline(base[column].mean(), color=palette[baseline], ls="--", lw=1.5, label=f"{baseline} (no θ)")
-        if chance and column in chance:
-            ax.axhline(chance[column], color="grey", ls=":", lw=1.2, label="chance")
-        ax.set(title=title, xlabel="θ (caption similarity threshold)", ylabel="")
-        handles, labels = ax.get_legend_handles_labels()
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    for ax in axes.ravel()[len(metrics):]:
-        ax.axis("off")
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.02))
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return fig
-
-
 def plot_training_log(log_csv: str | Path, title: str | None = None):
     """The curves of a training's ``log.csv`` (seaborn): caption loss, contrastive loss and total
     loss of the training steps (averaged over each logging window) and of the validations (end of
