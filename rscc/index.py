@@ -55,7 +55,7 @@ from rscc.exact_search import (  # noqa: F401 - int8_search and Int8Codes are im
     int8_matmul_available,
     int8_search,
 )
-from rscc.paths import atomic_replace, atomic_write
+from rscc.paths import atomic_replace, atomic_write, read_document
 
 INDEX_FILE = "index.json"
 FORMAT = "rscc-gallery-index"
@@ -280,13 +280,8 @@ def index_info(directory: str | Path) -> dict[str, Any]:
 
 def _read_meta(directory: Path) -> dict[str, Any]:
     path = directory / INDEX_FILE
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RsccError(f"{path}: no gallery index here (build one with `rscc index PAIRS_DIR --run RUN --out "
-                        f"{directory}`)") from None
-    except json.JSONDecodeError as exc:
-        raise RsccError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    build = f"rscc index PAIRS_DIR --run RUN --out {directory}"
+    meta = read_document(path, RsccError, missing=f"no gallery index here (build one with `{build}`)")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise RsccError(f"{path}: not an rscc gallery index (field 'format' should be '{FORMAT}')")
     if meta.get("version") != VERSION:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
+
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,3 +68,32 @@ def atomic_replace(tmp: str | Path, path: str | Path) -> None:
         fsync(tmp)
     os.replace(tmp, path)
     fsync(path.parent)
+
+
+def read_document(path: str | Path, error: type[Exception], fmt: str = "json", missing: str = "file not found",
+                  what: str = ""):
+    """The parsed contents of the JSON (``fmt="json"``) or YAML (``"yaml"``) file at ``path``.
+
+    Every way reading it can fail raises ``error`` with one line naming the file: ``missing`` when it
+    does not exist, not UTF-8, or not valid JSON/YAML (with the line). ``what`` names the document
+    in those messages (``"vocabulary"``: "vocabulary is not valid JSON"). The caller checks the
+    shape of what it gets."""
+    path = Path(path)
+    subject = f"{what} is " if what else ""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: {subject}not a UTF-8 text file") from None
+    if fmt == "yaml":
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise error(f"{path}: {subject}not valid YAML ({getattr(exc, 'problem', None) or exc}{where})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: {subject}not valid JSON ({exc.msg} at line {exc.lineno})") from None

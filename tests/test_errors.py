@@ -25,9 +25,11 @@ from PIL import Image
 from reliability_helpers import REPO, assert_one_line_error, cli, copy_run
 
 from rscc.cli import main
+from rscc.config import RunConfig
 from rscc.data.check import validate_dataset
 from rscc.data.images import open_rgb
 from rscc.data.levircc import CAPTIONS_FILE, DatasetError, Vocabulary, load_pair_images, load_pairs, tokenize
+from rscc.errors import RsccError
 
 # ============================================================================ helpers
 
@@ -480,3 +482,23 @@ def test_search_with_an_empty_query_is_one_line_error(small_index, query, capsys
 #   code-carrying .bin/.pt .. test_convert::test_checkpoint_with_code_in_its_pickle_is_refused_and_never_run,
 #                             test_convert_command_reports_a_refused_checkpoint_with_exit_status_2
 #   YAML with python tags ... test_config::test_yaml_config_is_parsed_safely_without_running_code
+
+
+# ============================================================================ every JSON/YAML document the package reads
+
+@pytest.mark.parametrize("reader, fmt", [
+    (lambda p: load_pairs(p), "json"),
+    (lambda p: Vocabulary.load(p), "json"),
+    (lambda p: RunConfig.load(p), "yaml"),
+])
+@pytest.mark.parametrize("damage, message", [
+    (b"\xff\xfe{", "not a UTF-8 text file"),
+    (b"{\n  \"images\": [\n    {,\n", "not valid (JSON|YAML) .*line 3"),
+])
+def test_every_document_reader_fails_in_one_line_naming_the_file_and_the_line(reader, fmt, damage, message, tmp_path):
+    path = tmp_path / f"document.{fmt}"
+    path.write_bytes(damage)
+    with pytest.raises(RsccError) as caught:
+        reader(path)
+    text = str(caught.value)
+    assert "\n" not in text and text.startswith(f"{path}: ") and re.search(message, text), text

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from rscc.data.images import open_pair
 from rscc.errors import DatasetError
+from rscc.paths import read_document
 from rscc.text import NO_CHANGE_SENTENCES, is_no_change  # noqa: F401  (re-exported: the data layer's names)
 
 CAPTIONS_FILE = "LevirCCcaptions.json"
@@ -91,12 +92,7 @@ def load_pairs(path: str | Path, splits: Iterable[str] | None = None) -> list[Pa
     ``changeflag`` is derived from the captions when absent. Raises DatasetError naming the file,
     the record and the field for anything that does not follow the schema."""
     path = captions_path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path}: not a UTF-8 text file") from None
+    data = read_document(path, DatasetError, missing="captions file not found")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{path}: expected a JSON object with an 'images' list")
     wanted = set(splits) if splits is not None else None
@@ -215,14 +211,7 @@ class Vocabulary:
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DatasetError(f"{path}: vocabulary file not found") from None
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}: vocabulary is not valid JSON ({exc.msg})") from None
-        except UnicodeDecodeError:
-            raise DatasetError(f"{path}: vocabulary is not a UTF-8 text file") from None
+        data = read_document(path, DatasetError, missing="vocabulary file not found", what="vocabulary")
         if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
             raise DatasetError(f"{path}: vocabulary must be a flat {{word: id}} object")
         try:

@@ -7,7 +7,6 @@ the head as in the table :data:`KEY_RULES`. :func:`authors_to_rscc` renames it; 
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ from rscc.errors import CheckpointError, ConfigError, DatasetError
 from rscc.model.backbones import CLIP_BACKBONES, TORCHVISION_BACKBONES, read_state_dict
 from rscc.model.decoder import SinusoidalPositions
 from rscc.model.rsicrc import RSICRC, TIED_KEY, build_model, load_state, save_weights
+from rscc.paths import read_document
 
 # (authors' key prefix, our key prefix); "{i}" stands for a layer number
 KEY_RULES = [
@@ -180,12 +180,7 @@ def run_config_from_authors(cfg: dict, vocab_size: int, source: str = "config.js
 # ---------------------------------------------------------------------- entry points
 def read_authors_config(path: str | Path) -> dict:
     path = Path(path)
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    cfg = read_document(path, ConfigError, missing="configuration file not found")
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a JSON object of the authors' constructor arguments")
     return cfg
