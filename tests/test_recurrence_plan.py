@@ -7,13 +7,13 @@ import pytest
 from rscc.data.levircc import load_pairs
 from rscc.evaluate import data_root
 from rscc.experiments.profiles import customise, get_profile
+from rscc.experiments.readouts import recurrence_table
 from rscc.experiments.study import (
     ablation_plan,
     config_digest,
     recurrence_levels,
     recurrence_overrides,
     recurrence_plan,
-    recurrence_table,
     run_config,
 )
 

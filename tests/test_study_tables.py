@@ -10,13 +10,13 @@ import torch
 from rscc.config import load_preset
 from rscc.experiments import tables
 from rscc.experiments.profiles import LEVIR_CC_URL, get_profile
+from rscc.experiments.readouts import false_negatives_per_batch
 from rscc.experiments.reproduce import main as reproduce
 from rscc.experiments.study import (
     ablation_plan,
     backbone_plan,
     config_digest,
     dataset_root,
-    false_negatives_per_batch,
     find_complete_run,
     run_config,
     train_or_reuse,

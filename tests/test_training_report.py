@@ -41,7 +41,7 @@ def test_training_log_figure_has_caption_contrastive_total_loss_and_learning_rat
 
 def test_caption_examples_take_the_first_changed_then_the_first_unchanged_pairs_of_the_split(smoke_run):
     from rscc.data.levircc import load_pairs
-    from rscc.experiments.study import caption_examples
+    from rscc.experiments.readouts import caption_examples
 
     run_dir, root = smoke_run
     val = load_pairs(root, ["val"])

@@ -16,11 +16,13 @@ from rscc.experiments.plans import (  # noqa: F401 - the plans, imported from he
     backbone_plan,
     diagnosis_plan,
     lambda_plan,
+    main_run_overrides,
     recurrence_levels,
     recurrence_overrides,
     recurrence_plan,
     recurrence_thetas,
     scaling_plan,
+    study_plan,
 )
 from rscc.experiments.profiles import Profile
 
@@ -143,12 +145,11 @@ def train_and_evaluate(profile: Profile, name: str, overrides: list[str] = (), p
     configuration is resumed; a folder holding another configuration's run is left as it is and
     this configuration trains beside it (:func:`run_dir_for`). The returned metrics name the run
     folder (``run_dir``)."""
-    from rscc.config import load_preset
     from rscc.evaluate import evaluate_run
     from rscc.runs import checkpoint_dir
     from rscc.training.loop import train
 
-    config = load_preset(preset or profile.preset, list(profile.overrides) + list(overrides))
+    config = run_config(profile, overrides, preset)
     run_dir = run_dir_for(profile, name, config)
     if is_complete(run_dir, config):
         return {**json.loads(metrics_path(run_dir).read_text()), "run_dir": str(run_dir)}
@@ -165,10 +166,13 @@ def train_and_evaluate(profile: Profile, name: str, overrides: list[str] = (), p
 
 
 def run_config(profile: Profile, overrides: list[str] = (), preset: str | None = None) -> RunConfig:
-    """The configuration :func:`train_and_evaluate` trains for these arguments."""
+    """The configuration :func:`train_and_evaluate` trains for these arguments: ``preset`` (default:
+    the profile's) with the profile's ``overrides``, its ``preset_overrides`` of that preset, then
+    ``overrides``."""
     from rscc.config import load_preset
 
-    return load_preset(preset or profile.preset, list(profile.overrides) + list(overrides))
+    name = preset or profile.preset
+    return load_preset(name, list(profile.overrides) + list(profile.preset_overrides.get(name, [])) + list(overrides))
 
 
 def find_complete_run(profile: Profile, config: RunConfig) -> str | None:
@@ -194,8 +198,14 @@ def train_or_reuse(profile: Profile, name: str, overrides: list[str] = (), prese
 
 
 def _train_entry(profile: Profile, entry: dict, kwargs: dict) -> tuple[str, dict]:
-    """One training of a plan, in a worker process (module level, so that spawn can import it)."""
-    return train_or_reuse(profile, entry["name"], entry["overrides"], preset=entry.get("preset"), **kwargs)
+    """One training of a plan, in a worker process (module level, so that spawn can import it):
+    ``entry["evaluate"]`` (if any) over ``kwargs``; then, when the entry names ``score_on`` (a
+    dataset root), the run is also scored on that dataset's test split (:func:`evaluate_on`)."""
+    kwargs = {**kwargs, **entry.get("evaluate", {})}
+    name, metrics = train_or_reuse(profile, entry["name"], entry["overrides"], preset=entry.get("preset"), **kwargs)
+    if entry.get("score_on"):
+        evaluate_on(profile, name, entry["score_on"], meteor=kwargs.get("meteor", False))
+    return name, metrics
 
 
 def run_plan(profile: Profile, plan: list[dict], workers: int = 2, progress: bool = True,
@@ -234,55 +244,43 @@ def run_plan(profile: Profile, plan: list[dict], workers: int = 2, progress: boo
     return done, located
 
 
-def false_negatives_per_batch(profile: Profile, batch_size: int | None = None, batches: int = 200,
-                              seed: int = 0, progress: bool = True):
-    """How many batch pairs each θ of the profile turns from negatives into false negatives.
+def training_cost(config: RunConfig) -> float:
+    """A rough cost of a training, to start the longest first: training pairs x epochs (synthetic
+    sets; a LEVIR-CC training counts its epochs)."""
+    pairs = config.data.synth_pairs if config.data.root is None else 1
+    return float(pairs * config.train.epochs)
 
-    Random batches of ``batch_size`` training samples (one per caption, as the trainer draws
-    them; default: the batch size of the ablation's trainings) are scored with their
-    sentence encoder and tolerance: per batch, the ordered pairs (i, j), i ≠ j, with different
-    labels (y_i ≠ y_j, so negatives without FNE) whose captions have similarity ≥ θ − tolerance.
-    Returns a DataFrame indexed by θ: mean false negatives per batch, mean negatives per batch,
-    and their ratio in percent."""
-    import pandas as pd
-    import torch
-    from tqdm.auto import tqdm
 
-    from rscc.data.levircc import load_pairs
-    from rscc.losses import false_negative_mask
-    from rscc.training.data import similarity_inputs
-
-    config = run_config(profile, list(profile.sweep_overrides) + list(profile.ablation_overrides)
-                        + ["loss.fn_mode=fne"])  # as the ablation trains
-    batch_size = batch_size or config.train.batch_size
+def train_study(profile: Profile, workers: int | None = None, synthetic_only: bool = True,
+                progress: bool = True) -> dict[str, dict]:
+    """Train (or reuse) every training of the study notebooks at once (:func:`study_plan`), before
+    they run: each configuration once, ``workers`` (default: the profile's) at a time, the longest
+    first, so both cores stay busy while the main run trains and the notebooks then find every run
+    complete. Every synthetic dataset is generated first, from this process with ``workers``
+    processes (two trainings would otherwise generate the same set twice). Notebook 08's runs are
+    also scored on the test split of its largest set, as the notebook scores them. Returns {run name: metrics}."""
     from rscc.evaluate import data_root
 
-    pairs = load_pairs(data_root(config, progress=progress))  # the sweeps' dataset (sweep_overrides may resize it)
-    train, val = [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "val"]
-    # train + val in one call, as the trainer does: the embeddings come from the same disk cache
-    embeddings = similarity_inputs(config, train + val, progress=progress)[: 5 * len(train)]  # (5N, dim) or keys (5N,)
-    labels = torch.tensor([p.label for p in train]).repeat_interleave(5)  # (5N,) one per caption
-    source = config.loss.similarity_source
-    generator = torch.Generator().manual_seed(seed)
-    counts = torch.zeros(len(profile.thetas))
-    negatives = 0.0
-    for _ in tqdm(range(batches), desc="counting false negatives", disable=not progress):
-        idx = torch.randperm(len(labels), generator=generator)[:batch_size]
-        different = labels[idx, None] != labels[None, idx]  # (B, B), the diagonal is False
-        negatives += float(different.sum())
-        for k, theta in enumerate(profile.thetas):
-            mask = false_negative_mask(*_similarity_args(embeddings[idx], source), theta=theta,
-                                       tolerance=config.loss.theta_tolerance, source=source)
-            counts[k] += float((mask & different).sum())
-    table = pd.DataFrame({"theta": profile.thetas, "false negatives per batch": (counts / batches).tolist()})
-    table["negatives per batch"] = negatives / batches
-    table["false negatives (% of negatives)"] = 100 * table["false negatives per batch"] / table["negatives per batch"]
-    return table.set_index("theta")
-
-
-def _similarity_args(rows, source: str) -> tuple:
-    """(sentence_embeddings, captions) for :func:`rscc.losses.false_negative_mask`."""
-    return (rows, None) if source == "sentence" else (None, rows)
+    entries, seen = [], set()
+    for entry in study_plan(profile, synthetic_only=synthetic_only):
+        digest = config_digest(run_config(profile, entry["overrides"], entry.get("preset")))
+        if digest not in seen:
+            seen.add(digest)
+            entries.append(entry)
+    scaling = [e for e in entries if "pairs" in e and e["name"].startswith("08_")]
+    roots = {}
+    for entry in entries:  # generate every dataset once, here, on all the workers' cores
+        config = run_config(profile, entry["overrides"], entry.get("preset"))
+        roots[entry["name"]] = data_root(config, progress=progress, workers=workers or profile.workers)
+    if scaling:
+        largest = max(scaling, key=lambda e: e["pairs"])
+        test_root = roots[largest["name"]]
+        scaled = {e["name"] for e in scaling_plan(profile)}
+        entries = [{**e, "score_on": str(test_root)} if e["name"] in scaled else e for e in entries]
+    # longest first (a stable sort keeps the plans' order among equals)
+    entries.sort(key=lambda e: -training_cost(run_config(profile, e["overrides"], e.get("preset"))))
+    done, _ = run_plan(profile, entries, workers=workers or profile.workers, progress=progress)
+    return done
 
 
 def locate_runs(profile: Profile, plan: list[dict]) -> list[dict]:
@@ -294,36 +292,6 @@ def locate_runs(profile: Profile, plan: list[dict]) -> list[dict]:
         found = find_complete_run(profile, run_config(profile, entry["overrides"], entry.get("preset")))
         located.append({**entry, "name": found or entry["name"], "complete": found is not None})
     return located
-
-
-# ----------------------------------------------------------------------------- notebook 03
-def caption_examples(run_dir: str | Path, split: str = "val", changed: int = 6, unchanged: int = 2,
-                     which: str = "best"):
-    """Greedy captions of the first ``changed`` changed and ``unchanged`` unchanged pairs of
-    ``split``, beside the pair's first reference caption. Returns a DataFrame with columns pair,
-    changed, generated, reference (first of five), and ``in references`` (the generated caption
-    is, word for word, one of the pair's five references)."""
-    import pandas as pd
-    import torch
-
-    from rscc.data.levircc import LevirCCDataset, collate, load_pairs
-    from rscc.evaluate import data_root
-    from rscc.generate import caption_pairs
-    from rscc.metrics.captioning import normalise_tokens
-    from rscc.runs import load_run
-
-    model, config, vocab = load_run(run_dir, which=which)
-    root = data_root(config, progress=False)
-    pairs = [p for p in load_pairs(root) if p.split == split]
-    chosen = [p for p in pairs if p.changed][:changed] + [p for p in pairs if not p.changed][:unchanged]
-    dataset = LevirCCDataset(chosen, vocab, root, transform=model.backbone.transform, per_caption=False)
-    batch = collate([dataset[i] for i in range(len(dataset))])
-    with torch.no_grad():
-        generated = caption_pairs(model, vocab, batch["img_a"], batch["img_b"])
-    rows = [{"pair": p.filename, "changed": p.changed, "generated": text, "reference": p.raws[0].strip(),
-             "in references": normalise_tokens(text) in {normalise_tokens(r) for r in p.raws}}
-            for p, text in zip(chosen, generated)]
-    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- notebook 08: data scaling
@@ -357,37 +325,3 @@ def evaluate_on(profile: Profile, run_name: str, root: str | Path, meteor: bool 
     metrics["data_sha256"] = digest
     path.write_text(json.dumps({k: v for k, v in metrics.items() if k != "out_dir"}, indent=1))
     return folder, metrics
-
-
-# ----------------------------------------------------------------------------- notebook 09: caption recurrence
-def recurrence_table(profile: Profile, thetas: list[float] | None = None, progress: bool = True):
-    """Per recurrence level of notebook 09 and θ (default: :func:`recurrence_thetas`), measured on
-    the training split of the dataset its trainings use: the caption recurrence of the changed pairs
-    (:mod:`rscc.data.stats`, in %)
-    and the expected false negatives in a training batch (the ablation's batch size, sentence
-    encoder and tolerance; exact expectations, no sampling). ``false negatives per batch`` counts
-    ordered pairs (i, j), i ≠ j, as :func:`false_negatives_per_batch` (notebook 04) does.
-    Returns a DataFrame with one row per (stock share, θ)."""
-    import pandas as pd
-
-    from rscc.data import stats
-    from rscc.data.levircc import load_pairs
-    from rscc.evaluate import data_root
-
-    rows = []
-    for share in recurrence_levels(profile):
-        config = run_config(profile, recurrence_overrides(profile, share) + ["loss.fn_mode=fne"])
-        train = [p for p in load_pairs(data_root(config, progress=progress)) if p.split == "train"]
-        recurrence = stats.pair_recurrence(train)
-        loss, batch = config.loss, config.train.batch_size
-        counts = stats.false_negatives_per_batch(train, thetas or recurrence_thetas(profile), [batch],
-                                                 source=loss.similarity_source, sentence_model=loss.sentence_model,
-                                                 tolerance=loss.theta_tolerance)
-        for row in counts:
-            rows.append({"stock share": share, "theta": row["theta"], "batch": batch,
-                         "first caption recurs (%)": 100 * recurrence.first_caption_recurs,
-                         "top-3 first captions (%)": 100 * recurrence.top3_first_share,
-                         "captions recur (%)": 100 * recurrence.caption_recurs,
-                         "false negatives per batch": 2 * row["false_negative_pairs"],
-                         "samples with a false negative (%)": 100 * row["share_of_batch"]})
-    return pd.DataFrame(rows)
