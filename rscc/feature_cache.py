@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from rscc.data.images import PairImages
 from rscc.data.levircc import CAPTIONS_FILE, Pair
 from rscc.errors import RsccError
 
-CACHE_FORMAT = 1  # bump when the layout or the way features are computed changes
+CACHE_FORMAT = 2  # 2: computed channels-last; bump when the layout or the way features are computed changes
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
@@ -157,10 +158,14 @@ class _RowWriter:
         self.row_bytes = int(np.prod(shape[1:])) * self.dtype.itemsize
         del header
         self.fd = os.open(file, os.O_WRONLY)
+        self.nonzero = self.zeroed = 0  # values that were not 0, and those the storage dtype made 0
 
     def __setitem__(self, rows: slice, values: np.ndarray) -> None:
-        data = np.ascontiguousarray(values, dtype=self.dtype).tobytes()
-        os.pwrite(self.fd, data, self.offset + rows.start * self.row_bytes)
+        stored = np.ascontiguousarray(values, dtype=self.dtype)
+        nonzero = int(np.count_nonzero(values))
+        self.nonzero += nonzero
+        self.zeroed += nonzero - int(np.count_nonzero(stored))
+        os.pwrite(self.fd, stored.tobytes(), self.offset + rows.start * self.row_bytes)
 
     def __enter__(self) -> _RowWriter:
         return self
@@ -178,13 +183,20 @@ def compute_features(model: nn.Module, pairs: Sequence[Pair], root: str | Path, 
                         batch_size=batch_size,
                         num_workers=num_workers, shuffle=False)
     start = 0
-    for img_a, img_b in tqdm(loader, desc=desc, unit="batch", leave=False, disable=desc is None):
-        n = img_a.shape[0]
-        images = torch.cat([img_a, img_b]).to(device)  # (2n, 3, H, W): one pass for both dates
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            feats = model.backbone_features(images).float()  # (2n, C, s, s)
-        out[start:start + n] = torch.stack([feats[:n], feats[n:]], dim=1).cpu().numpy()  # (n, 2, C, s, s)
-        start += n
+    # channels-last convolutions: 1.4x faster for EfficientNet-Lite0 on one CPU thread (34 vs 47 ms
+    # an image at 224 px); the backbone is put back in the default layout afterwards
+    model.backbone.to(memory_format=torch.channels_last)
+    try:
+        for img_a, img_b in tqdm(loader, desc=desc, unit="batch", leave=False, disable=desc is None):
+            n = img_a.shape[0]
+            images = torch.cat([img_a, img_b]).to(device)  # (2n, 3, H, W): one pass for both dates
+            images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                feats = model.backbone_features(images).float()  # (2n, C, s, s)
+            out[start:start + n] = torch.stack([feats[:n], feats[n:]], dim=1).cpu().numpy()  # (n, 2, C, s, s)
+            start += n
+    finally:
+        model.backbone.to(memory_format=torch.contiguous_format)
 
 
 def ensure_feature_cache(model: nn.Module, backbone_name: str, weights_source: str, root: str | Path,
@@ -216,10 +228,14 @@ def ensure_feature_cache(model: nn.Module, backbone_name: str, weights_source: s
     model.eval()
     try:
         shape = (2, model.backbone.out_channels, model.backbone.feature_size, model.backbone.feature_size)
+        nonzero = zeroed = 0
         for split, pairs in splits.items():
             with _RowWriter(partial / f"{split}.npy", (len(pairs), *shape), DTYPES[dtype]) as out:
                 compute_features(model, pairs, root, out, device, batch_size, num_workers, autocast,
                                  desc=f"caching {split} features" if progress else None)
+            nonzero, zeroed = nonzero + out.nonzero, zeroed + out.zeroed
+        if message := underflow_message(f"{backbone_name} ({weights_source})", dtype, nonzero, zeroed):
+            warnings.warn(message, stacklevel=2)
         meta = dict(identity, splits={s: [p.filename for p in pairs] for s, pairs in splits.items()})
         (partial / "meta.json").write_text(json.dumps(meta, indent=1))
         for file in partial.iterdir():
@@ -238,6 +254,20 @@ def ensure_feature_cache(model: nn.Module, backbone_name: str, weights_source: s
     finally:
         model.train(was_training)
     return FeatureCache(path)
+
+
+def underflow_message(backbone: str, dtype: str, nonzero: int, zeroed: int, limit: float = 0.01) -> str:
+    """A warning when storing features as ``dtype`` turned more than ``limit`` of the non-zero ones
+    into 0 (features below float16's range: a randomly initialised network with BatchNorm in eval
+    mode, e.g. MobileNetV2, shrinks them to ~1e-9), else "". Such a cache hides the images from the
+    model."""
+    if nonzero == 0:
+        return f"{backbone}: every backbone feature is 0; the model trained on this cache sees no image"
+    if zeroed / nonzero <= limit:
+        return ""
+    return (f"{backbone}: {100 * zeroed / nonzero:.0f} % of the non-zero backbone features are too small for "
+            f"{dtype} and are stored as 0, so the model sees almost nothing of the images (a random-init "
+            "network with BatchNorm in eval mode does this); train.cache_features=false keeps them in float32")
 
 
 def estimated_size(model: nn.Module, num_pairs: int, dtype: str = "float16") -> int:

@@ -156,3 +156,32 @@ def test_per_pair_hits_average_to_cross_modal_r10_on_a_gallery_larger_than_ten()
     hits = [r["text→pair hit@10"] for r in rows]
     assert 0 < sum(hits) / 40 < 100
     assert sum(hits) / 40 == pytest.approx(expected["text_to_pair"]["R@10"], abs=1e-4)
+
+
+def test_evaluation_reads_the_trainers_feature_cache_of_a_frozen_backbone(tiny_run, tiny_set, tmp_path, monkeypatch):
+    """A frozen backbone's test features come from the cache the trainer wrote (the backbone does not
+    run again), and they give the pair embeddings the images give, up to the cache's float16."""
+    import torch.nn.functional as F
+
+    from rscc.data.levircc import SPLITS, load_pairs
+    from rscc.evaluate import cached_features, evaluate_run, run_model
+    from rscc.feature_cache import backbone_label, ensure_feature_cache, weights_source
+    from rscc.runs import load_run
+    from rscc.training.setup import FEATURE_DTYPE
+
+    monkeypatch.setenv("RSCC_CACHE", str(tmp_path / "cache"))
+    model, config, vocab = load_run(tiny_run)
+    pairs = load_pairs(tiny_set)
+    assert cached_features(model, config, tiny_set, pairs) is None  # no training wrote one yet
+    splits = {s: ps for s in SPLITS if (ps := [p for p in pairs if p.split == s])}
+    ensure_feature_cache(model, backbone_label(config.model), weights_source(config.model, config.train.seed),
+                         tiny_set, splits, device=torch.device("cpu"), dtype=FEATURE_DTYPE, progress=False)
+    features = cached_features(model, config, tiny_set, pairs)
+    assert features is not None
+    test = splits["test"]
+    from_images = run_model(model, vocab, test, tiny_set, progress=False)
+    from_cache = run_model(model, vocab, test, tiny_set, progress=False, features=features, split="test")
+    assert F.cosine_similarity(from_images["vis_emb"], from_cache["vis_emb"]).min() > 0.999
+    assert torch.equal(from_images["text_emb"], from_cache["text_emb"])
+    metrics = evaluate_run(tiny_run, split="test", out_dir=tmp_path / "eval", meteor=False, progress=False, device="cpu")
+    assert metrics["backbone_features"] == f"feature cache {features.path}"

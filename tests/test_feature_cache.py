@@ -54,3 +54,26 @@ def test_rows_written_in_batches_read_back_as_the_same_npy_array(tmp_path):
         writer[0:4] = rows[:4]
         writer[4:7] = rows[4:]
     assert np.array_equal(np.load(tmp_path / "train.npy"), rows.astype(np.float16))
+
+
+def test_the_writer_counts_the_features_that_the_storage_dtype_turns_into_zero(tmp_path):
+    """Random-init MobileNetV2 features (~1e-9) are below float16's range: the writer counts them."""
+    from rscc.feature_cache import _RowWriter
+
+    rows = np.random.default_rng(2).standard_normal((4, 2, 3, 2, 2)).astype(np.float32)
+    rows[2:] *= 1e-9  # half the rows underflow
+    with _RowWriter(tmp_path / "train.npy", rows.shape, np.float16) as writer:
+        writer[0:4] = rows
+    assert writer.nonzero == rows.size and writer.zeroed == rows[2:].size
+    with _RowWriter(tmp_path / "exact.npy", rows.shape, np.float32) as writer:
+        writer[0:4] = rows
+    assert writer.zeroed == 0
+
+
+def test_a_cache_that_lost_its_features_to_the_storage_dtype_is_named_in_a_warning():
+    from rscc.feature_cache import underflow_message
+
+    assert underflow_message("m (random-seed-42)", "float16", nonzero=1000, zeroed=5) == ""
+    lost = underflow_message("m (random-seed-42)", "float16", nonzero=1000, zeroed=1000)
+    assert lost.startswith("m (random-seed-42): 100 % of the non-zero") and "float16" in lost
+    assert "sees no image" in underflow_message("m (random-seed-42)", "float16", nonzero=0, zeroed=0)

@@ -73,3 +73,31 @@ def test_the_sentence_model_lookup_uses_the_same_rule(clean_env, monkeypatch):
         false_negatives.resolve_model(false_negatives.DEFAULT_MODEL)
     clean_env.delenv("TRANSFORMERS_OFFLINE")
     assert false_negatives.resolve_model(false_negatives.DEFAULT_MODEL) == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_an_unreachable_hub_answers_at_once_without_the_download_retries(clean_env, monkeypatch):
+    """Online but without a network, the RemoteCLIP lookup gives its reason after one failed
+    connection: hf_hub_download (five retries with back-off per file, ~23 s) is never called."""
+    import socket
+
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    calls = {"connect": 0}
+
+    def no_network(address, timeout=None):
+        calls["connect"] += 1
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def must_not_download(*args, **kwargs):
+        raise AssertionError("hf_hub_download called although the hub is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", must_not_download)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *args, **kwargs: None)
+    weights.hub_unreachable.cache_clear()
+    try:
+        for name in ("RN50", "ViT-B-32", "ViT-L-14"):
+            path, why = weights.remoteclip_file(name)
+            assert path is None and why.startswith("the Hugging Face hub (") and "unreachable" in why, why
+        assert calls["connect"] == 1  # asked once per process
+    finally:
+        weights.hub_unreachable.cache_clear()

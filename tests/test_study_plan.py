@@ -102,3 +102,37 @@ def test_a_run_trained_on_another_version_of_its_dataset_is_not_complete(smoke):
         metrics = {"config_sha256": config_digest(config), "data_sha256": data_sha256}
         (run_dir / "eval" / "metrics.json").write_text(json.dumps(metrics))
         assert is_complete(run_dir, config) == complete
+
+
+def test_the_study_plan_trains_every_configuration_once_longest_first(smoke, tmp_path, monkeypatch, synthetic_cache):
+    """make reproduce's first step: every notebook's trainings in one pool, each configuration once
+    (shared runs are not trained twice), the longest first, notebook 08's runs also scored on its
+    largest set, the main run with METEOR."""
+    from rscc.experiments import study
+    from rscc.experiments.tables import MAIN_RUN
+
+    captured = {}
+
+    def fake_run_plan(profile, plan, workers=2, progress=True, **kwargs):
+        captured.update(plan=plan, workers=workers)
+        return {}, plan
+
+    monkeypatch.setattr(study, "run_plan", fake_run_plan)
+    with synthetic_cache(tmp_path / "cache", pairs=smoke.synth_pairs, size=smoke.synth_size):
+        study.train_study(smoke, progress=False)
+    plan = captured["plan"]
+    digests = [study.config_digest(run_config(smoke, e["overrides"], e.get("preset"))) for e in plan]
+    assert len(digests) == len(set(digests))
+    every = {study.config_digest(run_config(smoke, e["overrides"], e.get("preset"))) for e in study.study_plan(smoke)}
+    assert set(digests) == every
+    costs = [study.training_cost(run_config(smoke, e["overrides"], e.get("preset"))) for e in plan]
+    assert costs == sorted(costs, reverse=True)
+    main = next(e for e in plan if e["name"] == MAIN_RUN)
+    assert main["evaluate"] == {"meteor": True}
+    assert all(e["evaluate"] == {"meteor": False} for e in plan if e is not main)
+    scaled = [e for e in plan if e["name"].startswith("08_scaling/")]
+    largest = max(smoke.scaling_sizes)
+    assert scaled and all(e["score_on"].endswith(f"synthetic-{largest}-{smoke.synth_size}-0") for e in scaled)
+    # notebook 04's none runs are trained under their own name (05 and 08 reuse them)
+    assert any(e["name"] == "04_ablation/none-seed42" for e in plan)
+    assert captured["workers"] == smoke.workers

@@ -5,6 +5,7 @@ train nothing. Notebook 04: :func:`ablation_plan`, :func:`diagnosis_plan`; 05: :
 from __future__ import annotations
 
 from rscc.experiments.profiles import Profile
+from rscc.experiments.tables import MAIN_RUN
 
 
 # ----------------------------------------------------------------------------- sweeps (notebooks 04, 05)
@@ -158,3 +159,31 @@ def recurrence_plan(profile: Profile) -> list[dict]:
                     plan.append({"name": f"09_recurrence/{level}/{tag}-seed{seed}", "stock_share": share,
                                  "fn_mode": mode, "theta": theta, "seed": seed, "overrides": overrides})
     return plan
+
+
+# ----------------------------------------------------------------------------- every notebook's trainings
+MAIN_FN_MODE, MAIN_THETA = "fna", 1.0  # notebook 03's defaults for its main run (its parameters cell)
+
+
+def main_run_overrides(profile: Profile, fn_mode: str = MAIN_FN_MODE, theta: float = MAIN_THETA) -> list[str]:
+    """The overrides of notebook 03's main run: the profile's ``main_overrides``, then the
+    false-negative mode and θ."""
+    return list(profile.main_overrides) + [f"loss.fn_mode={fn_mode}", f"loss.theta={theta}"]
+
+
+def study_plan(profile: Profile, synthetic_only: bool = True) -> list[dict]:
+    """Every training the study notebooks make with their own parameters, in the order the notebooks
+    would first make them (notebook 04's runs before the plans that reuse them): 04's ablation and
+    trained diagnosis, 03's λ study, 05's backbones, then (``synthetic_only``) 08's sizes and 09's
+    recurrence levels, and 03's main run. Entries are the plans' own, with ``evaluate`` (keyword
+    arguments of the evaluation: the main run scores METEOR, the sweeps do not, as the notebooks
+    do). Entries of the same configuration appear more than once (a shared run);
+    :func:`rscc.experiments.study.train_study` trains each configuration once."""
+    sweeps = ablation_plan(profile)
+    if profile.diagnosis:
+        sweeps += diagnosis_plan(profile, settings=profile.diagnosis)
+    sweeps += lambda_plan(profile) + backbone_plan(profile)
+    if synthetic_only:
+        sweeps += scaling_plan(profile) + recurrence_plan(profile)
+    main = {"name": MAIN_RUN, "overrides": main_run_overrides(profile), "evaluate": {"meteor": True}}
+    return [{**entry, "evaluate": {"meteor": False}} for entry in sweeps] + [main]

@@ -1,8 +1,8 @@
 """Study profiles: how big each part of the study is.
 
 ``smoke``  — the smallest run of every notebook, used by ``make test`` (nbval).
-``quick``  — the default of ``make reproduce``: synthetic data generated on the fly, ``cpu-tiny``,
-             sized to finish in under 30 minutes on a 2-core CPU.
+``quick``  — the default of ``make reproduce``: synthetic data generated on the fly, a frozen
+             ImageNet EfficientNet-Lite0 (features cached), sized to finish in 30 minutes on a 2-core CPU.
 ``paper``  — LEVIR-CC at a given path, RemoteCLIP weights, the authors' hyper-parameters, a GPU.
 
 A notebook's papermill parameters name the profile; everything else comes from here, so the
@@ -58,6 +58,9 @@ class Profile:
     stock_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 1.0])
     recurrence_overrides: list[str] = field(default_factory=list)
     recurrence_thetas: list[float] = field(default_factory=list)
+    # overrides for the trainings of one preset, after ``overrides`` (e.g. a backbone kept at its own
+    # image size when the profile sets another for the rest)
+    preset_overrides: dict[str, list[str]] = field(default_factory=dict)
 
     def run_dir(self, *parts: str) -> Path:
         return self.runs_dir / self.name / Path(*parts)
@@ -114,14 +117,21 @@ PROFILES = {
         backbone_overrides=_CPU_BACKBONE + SMOKE_MODEL, similarity_pairs=100,
         scaling_sizes=[40, 80],
     ),
-    # make reproduce: 3,000 synthetic pairs at 128 px for the main run (notebook 03: rscc's symmetric
-    # InfoNCE with a learnable temperature, batches of 8), and 1,000-pair sets for the sweeps of
-    # notebooks 03 (λ), 04, 05 and 08 (sweep_overrides), 500 pairs for notebook 09. The measurements
-    # behind these choices are in benchmarks/RESULTS.md, "Study profiles: lab notes".
+    # make reproduce: EfficientNet-Lite0 with its ImageNet weights, frozen, its features cached, fed the
+    # synthetic images at their own 128 px (4 x 4 feature maps), under the narrow head. It replaced
+    # cpu-tiny, the random-init tower of the first releases, on one-seed measurements; notebook 05
+    # compares the two over seeds. 3,000 pairs x 5 epochs for the main run (notebook 03: rscc's
+    # symmetric InfoNCE with a learnable temperature; 5 epochs, not 8, to keep make reproduce within
+    # 30 minutes), 1,000-pair sets for the sweeps of notebooks 03 (λ), 04, 05 (sweep_overrides),
+    # 250 to 4,000 pairs for notebook 08, 500 for notebook 09. make reproduce trains every notebook's
+    # runs first, two single-thread trainings at a time, longest first
+    # (rscc.experiments.study.train_study). The measurements behind these choices are in
+    # benchmarks/RESULTS.md, "Study profiles: lab notes".
     "quick": dict(
-        preset="cpu-tiny", synth_pairs=3000, synth_size=128,
-        overrides=["train.epochs=5", "train.batch_size=32", "data.synth_pairs=3000", "data.synth_size=128"],
-        main_overrides=["train.epochs=8", "train.batch_size=8", "loss.symmetric=true",
+        preset="efficientnet-lite0-imagenet", synth_pairs=3000, synth_size=128,
+        overrides=["model.image_size=128", "train.epochs=5", "train.batch_size=32", "data.synth_pairs=3000",
+                   "data.synth_size=128"],
+        main_overrides=["train.epochs=5", "train.batch_size=16", "loss.symmetric=true",
                         "loss.learnable_temperature=true"],
         threads=1,
         sweep_overrides=["data.synth_pairs=1000", "train.epochs=2", "train.batch_size=16", "train.lr=1e-3"],
@@ -129,8 +139,10 @@ PROFILES = {
         # trainings at a time on the two cores
         thetas=[0.6], fn_modes=["none", "fne", "fna"], seeds=[42, 43, 44], workers=2,
         # the ablation's loss: rscc's symmetric InfoNCE with a learnable temperature (the main run's),
-        # labelled in notebook 04, whose diagnosis compares it with the authors' loss
+        # labelled in notebook 04, whose diagnosis trains the authors' loss beside it (the second
+        # setting is the ablation's none runs, reused)
         ablation_overrides=["loss.symmetric=true", "loss.learnable_temperature=true"],
+        diagnosis=["authors", "symmetric+learnable-temperature"],
         # notebook 03's λ study: captioning only, the preset's λ (notebook 04's fna runs, reused) and a
         # heavier contrastive weight
         lambdas=[0.0, 0.5, 2.0],
@@ -139,13 +151,17 @@ PROFILES = {
         # where the knob moves the false negatives per batch most (θ 0.6: paraphrases dominate)
         stock_shares=[0.0, 0.25, 1.0], recurrence_overrides=["data.synth_pairs=500"], recurrence_thetas=[0.8],
         # notebook 05: the same head on frozen, cached features of random, ImageNet and aerial weights
-        # (MobileNetV2 random vs ImageNet isolates the weights; cpu-tiny is the main run's backbone)
+        # (MobileNetV2 random vs ImageNet isolates the weights; cpu-tiny is the first releases' main
+        # backbone; EfficientNet-Lite0's runs are notebook 04's none runs)
         backbones=["cpu-tiny", "mobilenet-v2-imagenet:random", "mobilenet-v2-imagenet", "efficientnet-lite0-imagenet",
                    "geoembed-aerial"],
         backbone_overrides=_CPU_BACKBONE + ["model.image_size=128"],
-        # notebook 08: the sweeps' training (2 epochs, none mode) on 125 to 1,000 synthetic pairs, all
-        # scored on the 1,000-pair set's test split; its three 1,000-pair runs are notebook 04's none runs
-        scaling_sizes=[125, 250, 500, 1000],
+        # geoembed keeps its preset's 64 px (8 x 8 maps; at 128 px its 16 x 16 maps cost the head
+        # several times more)
+        preset_overrides={"geoembed-aerial": ["model.image_size=64"]},
+        # notebook 08: the sweeps' training (2 epochs, none mode) on 250 to 4,000 synthetic pairs, all
+        # scored on the 4,000-pair set's test split; its 1,000-pair runs are notebook 04's none runs
+        scaling_sizes=[250, 500, 1000, 2000, 4000],
     ),
     "paper": dict(
         preset="paper-rn50", synth_pairs=0, synth_size=256, overrides=[],

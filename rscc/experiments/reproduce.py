@@ -6,7 +6,12 @@ executed notebook is also published: written back over ``notebooks/NN_*.ipynb`` 
 so the repository page, nbviewer and Colab show the results that ``figures/`` and ``results/`` hold
 (:func:`publish`). A failing cell stops the run and names the notebook and the cell. Trainings whose
 saved configuration and metrics are complete are reused, so an interrupted run restarts where it
-stopped."""
+stopped.
+
+Before the notebooks, every training they make with their own parameters is trained at once
+(:func:`rscc.experiments.study.train_study`): two single-thread trainings at a time, the longest
+first, so that both cores stay busy while the main run trains; the notebooks then reuse them.
+``--only`` skips that step (the notebooks named train what they need themselves)."""
 from __future__ import annotations
 
 import argparse
@@ -121,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         params = {"profile": args.profile, "data": args.data, "device": args.device}
         out_dir = REPO_ROOT / "runs" / "notebooks"
         published = args.profile == PUBLISHED_PROFILE and args.data is None
+        if not args.only:
+            from rscc.experiments.study import train_study
+
+            start = time.time()
+            profile = get_profile(args.profile, data=args.data, device=args.device)
+            print(f"==> every training of the study ({args.profile} profile), before the notebooks", flush=True)
+            done = train_study(profile, synthetic_only=args.data is None)
+            print(f"    {len(done)} trainings complete in {time.time() - start:.0f} s", flush=True)
         for nb in notebooks(args.only):
             if args.data is not None and nb.name[:2] in SYNTHETIC_ONLY:
                 print(f"==> {nb.name}: skipped on LEVIR-CC (it {SYNTHETIC_ONLY[nb.name[:2]]})", flush=True)

@@ -2,7 +2,9 @@
 (the Hugging Face hub, the torch hub cache, an installed package); nothing is downloaded silently."""
 from __future__ import annotations
 
+import functools
 import importlib.util
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,20 +93,46 @@ REMOTECLIP_REPO = "chendelong/RemoteCLIP"
 
 
 def remoteclip_file(name: str) -> tuple[Path | None, str]:
-    """Path of ``RemoteCLIP-<name>.pt`` (the local cache only when offline; short metadata timeout),
-    or (None, why not)."""
+    """Path of ``RemoteCLIP-<name>.pt``: from the local Hugging Face cache when it is there, else
+    downloaded when online and the hub answers (short metadata timeout), or (None, why not).
+    An unreachable hub is found out once per process in a few seconds at most, not after
+    huggingface_hub's five retries per file."""
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
     except ImportError:
         return None, "huggingface_hub is not installed"
+    filename = f"RemoteCLIP-{name}.pt"
     offline = offline_setting()
+    if offline is None:  # online: the local copy if there is one, else the hub if it answers
+        cached = try_to_load_from_cache(REMOTECLIP_REPO, filename)
+        if isinstance(cached, str):
+            return Path(cached), ""
+        unreachable = hub_unreachable()
+        if unreachable:
+            return None, unreachable
     try:
-        path = hf_hub_download(REMOTECLIP_REPO, f"RemoteCLIP-{name}.pt", local_files_only=offline is not None,
-                               etag_timeout=10)
+        path = hf_hub_download(REMOTECLIP_REPO, filename, local_files_only=offline is not None, etag_timeout=10)
     except Exception as exc:  # noqa: BLE001 - offline, missing or unreachable: all mean "no weights"
         why = f"{offline} is set and the file is not in the local cache" if offline else type(exc).__name__
         return None, why
     return Path(path), ""
+
+
+@functools.lru_cache(maxsize=1)
+def hub_unreachable(timeout: float = 3.0) -> str:
+    """Why the Hugging Face hub (``HF_ENDPOINT``, default huggingface.co) cannot be reached from
+    here, or "" when a TCP connection to it opens within ``timeout`` seconds. Asked once per process."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"the Hugging Face hub ({host}) is unreachable: {exc.strerror or type(exc).__name__}"
+    return ""
 
 
 def torchvision_cached_file(name: str) -> tuple[Path | None, str]:
