@@ -183,8 +183,8 @@ def compute_features(model: nn.Module, pairs: Sequence[Pair], root: str | Path, 
                         batch_size=batch_size,
                         num_workers=num_workers, shuffle=False)
     start = 0
-    # channels-last convolutions: 1.4x faster for EfficientNet-Lite0 on one CPU thread (34 vs 47 ms
-    # an image at 224 px); the backbone is put back in the default layout afterwards
+    # channels-last convolutions are faster on a CPU (benchmarks/cached_eval.py); the backbone is put
+    # back in the default layout afterwards
     model.backbone.to(memory_format=torch.channels_last)
     try:
         for img_a, img_b in tqdm(loader, desc=desc, unit="batch", leave=False, disable=desc is None):

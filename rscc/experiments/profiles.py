@@ -2,7 +2,7 @@
 
 ``smoke``  — the smallest run of every notebook, used by ``make test`` (nbval).
 ``quick``  — the default of ``make reproduce``: synthetic data generated on the fly, a frozen
-             ImageNet EfficientNet-Lite0 (features cached), sized to finish in 30 minutes on a 2-core CPU.
+             ImageNet EfficientNet-Lite0 (features cached), sized for about 30 minutes on a 2-core CPU.
 ``paper``  — LEVIR-CC at a given path, RemoteCLIP weights, the authors' hyper-parameters, a GPU.
 
 A notebook's papermill parameters name the profile; everything else comes from here, so the
@@ -121,7 +121,7 @@ PROFILES = {
     # synthetic images at their own 128 px (4 x 4 feature maps), under the narrow head. It replaced
     # cpu-tiny, the random-init tower of the first releases, on one-seed measurements; notebook 05
     # compares the two over seeds. 3,000 pairs x 5 epochs for the main run (notebook 03: rscc's
-    # symmetric InfoNCE with a learnable temperature; 5 epochs, not 8, to keep make reproduce within
+    # symmetric InfoNCE with a learnable temperature; 5 epochs, not 8, to bring make reproduce to about
     # 30 minutes), 1,000-pair sets for the sweeps of notebooks 03 (λ), 04, 05 (sweep_overrides),
     # 250 to 4,000 pairs for notebook 08, 500 for notebook 09. make reproduce trains every notebook's
     # runs first, two single-thread trainings at a time, longest first
