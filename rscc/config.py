@@ -148,6 +148,12 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
 
 CHOICES = _choices()  # {"loss.fn_mode": ("none", "fne", "fna"), ...}
+
+# Options that do not change what a run computes (logging, checkpoint frequency, threads, device,
+# loader processes): a resumed run may change them (rscc.training.preflight), and a saved run is
+# reused whatever their values (rscc.experiments.study.config_digest).
+RESULT_NEUTRAL = frozenset({"train.log_every", "train.checkpoint_every", "train.num_threads", "train.device",
+                            "data.num_workers"})
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "None": type(None)}
 
 

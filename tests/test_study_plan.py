@@ -136,3 +136,26 @@ def test_the_study_plan_trains_every_configuration_once_longest_first(smoke, tmp
     # notebook 04's none runs are trained under their own name (05 and 08 reuse them)
     assert any(e["name"] == "04_ablation/none-seed42" for e in plan)
     assert captured["workers"] == smoke.workers
+
+
+def test_options_that_do_not_change_a_result_are_one_set_for_resuming_and_for_reusing_a_run(smoke):
+    """config.RESULT_NEUTRAL: a run saved with another checkpoint frequency, thread count, device or
+    log interval has the same digest (it is reused), and a resume may change exactly these."""
+    from pathlib import Path
+
+    from rscc.config import RESULT_NEUTRAL
+    from rscc.errors import CheckpointError
+    from rscc.experiments.study import config_digest
+    from rscc.training.preflight import check_resumed_config
+
+    base = run_config(smoke, [])
+    changed = run_config(smoke, ["train.checkpoint_every=7", "train.num_threads=3", "train.log_every=2",
+                                 "data.num_workers=1", "train.device=cpu"])
+    assert {f"{s}.{k}" for s in ("train", "data") for k, v in changed.to_dict()[s].items()
+            if base.to_dict()[s][k] != v} == RESULT_NEUTRAL
+    assert config_digest(changed) == config_digest(base)
+    check_resumed_config(changed, base, Path("run"))  # accepted
+    other = run_config(smoke, ["train.lr=0.123"])
+    assert config_digest(other) != config_digest(base)
+    with pytest.raises(CheckpointError, match="train.lr"):
+        check_resumed_config(other, base, Path("run"))

@@ -7,7 +7,7 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
-from rscc.config import RunConfig
+from rscc.config import RESULT_NEUTRAL, RunConfig
 from rscc.errors import RsccError
 from rscc.experiments.plans import (  # noqa: F401 - the plans, imported from here by notebooks and tests
     DIAGNOSIS_SETTINGS,
@@ -41,23 +41,28 @@ def dataset_root(profile: Profile, progress: bool = True, stock_share: float | N
 
 
 # ----------------------------------------------------------------------------- reusable trainings
-# Options that may differ between a saved run and a request without making the run stale.
-VOLATILE = {"train": {"num_threads", "log_every", "device"}, "data": {"num_workers"}}
+# config.RESULT_NEUTRAL may differ between a saved run and a request without making the run stale.
+# These were left out of the digest from the start; the others (train.checkpoint_every) are set to
+# their default instead, so that the digests of runs saved before keep their value.
+DIGEST_LEFT_OUT = {"train.num_threads", "train.log_every", "train.device", "data.num_workers"}
 # Options added after runs were saved: left out of the digest at their default value, so that the
 # runs saved before them (and every run that keeps the default) keep their digest.
 ADDED_LATER = {"data": {"synth_stock_share"}}
 
 
 def config_digest(config: RunConfig) -> str:
-    """sha256 of the options that determine a run's result (volatile ones left out)."""
+    """sha256 of the options that determine a run's result (``config.RESULT_NEUTRAL`` ones left out)."""
     sections = config.to_dict()
     sections.pop("preset", None)
     sections.pop("overrides", None)
     sections["model"].pop("vocab_size", None)  # filled in by the trainer from the vocabulary
-    for section, names in VOLATILE.items():
-        for name in names:
-            sections[section].pop(name, None)
     defaults = RunConfig().to_dict()
+    for key in RESULT_NEUTRAL:
+        section, name = key.split(".")
+        if key in DIGEST_LEFT_OUT:
+            sections[section].pop(name, None)
+        else:
+            sections[section][name] = defaults[section][name]
     for section, names in ADDED_LATER.items():
         for name in names:
             if sections[section].get(name) == defaults[section][name]:

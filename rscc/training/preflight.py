@@ -12,16 +12,13 @@ from pathlib import Path
 from torch import nn
 
 from rscc import paths
-from rscc.config import RunConfig
+from rscc.config import RESULT_NEUTRAL, RunConfig
 from rscc.data.levircc import Pair, load_pairs
 from rscc.errors import CheckpointError, ConfigError, DatasetError, RsccError
 from rscc.runs import checkpoint_dir
 from rscc.training.distributed import Processes
 from rscc.training.validation import SELECT_BEST
 
-# Options that may change when a run is resumed: they do not change what it computes.
-RESUMABLE_CHANGES = {"train.log_every", "train.checkpoint_every", "train.num_threads", "data.num_workers",
-                     "train.device"}
 # train.epochs may grow on resume: the run is extended (check_resumed_config; the schedule in rscc.training.schedule)
 FULL_IMAGE_CHECK_PAIRS = 300  # datasets up to this size get their images decoded by the data check
 
@@ -84,7 +81,7 @@ def check_resumed_config(config: RunConfig, saved: RunConfig, where: Path) -> No
     """Refuse a resume that would compute something else; ``train.epochs`` may only grow (an extended run)."""
     new, old = config.to_dict(), saved.to_dict()
     changed = [f"{s}.{k}: {old[s].get(k)!r} -> {v!r}" for s in ("model", "data", "loss", "train")
-               for k, v in new[s].items() if old[s].get(k) != v and f"{s}.{k}" not in RESUMABLE_CHANGES
+               for k, v in new[s].items() if old[s].get(k) != v and f"{s}.{k}" not in RESULT_NEUTRAL
                and not (f"{s}.{k}" == "train.epochs" and v > old[s][k])]
     if changed:
         raise CheckpointError(f"{where}: the configuration differs from the run being resumed ({'; '.join(changed)}); "
