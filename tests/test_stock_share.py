@@ -10,15 +10,14 @@ from rscc.config import DataConfig, RunConfig, load_preset
 from rscc.data.synth import MARKER_FILE, STOCK_SHARE, STOCK_SHARE_HIGH
 from rscc.errors import ConfigError
 from rscc.evaluate import data_root
-from rscc.experiments.profiles import get_profile
+from rscc.experiments.profiles import SMOKE_MODEL, get_profile
 from rscc.experiments.study import config_digest, dataset_root
 from rscc.training.data import resolve_data_root
 from rscc.training.distributed import Processes
 
 # 1 optimiser step on 24 synthetic pairs of 64 px, exact-string false negatives (no sentence encoder)
 TINY = [
-    "model.tiny_width=64", "model.tiny_layers=1", "model.image_size=64", "model.d_model=32",
-    "model.h_dim=32", "model.a_dim=32", "model.num_heads=2", "train.batch_size=8", "train.epochs=1",
+    *SMOKE_MODEL, "train.batch_size=8", "train.epochs=1",
     "data.synth_pairs=24", "data.synth_size=64", "train.max_steps=1", "loss.fn_mode=fne",
     "loss.similarity_source=string", "train.num_threads=1",
 ]
