@@ -133,6 +133,9 @@ def test_the_study_plan_trains_every_configuration_once_longest_first(smoke, tmp
     scaled = [e for e in plan if e["name"].startswith("08_scaling/")]
     largest = max(smoke.scaling_sizes)
     assert scaled and all(e["score_on"].endswith(f"synthetic-{largest}-{smoke.synth_size}-0") for e in scaled)
+    # scored by configuration, whichever notebook's name trains it; nothing else is
+    sizes = {study.config_digest(run_config(smoke, e["overrides"])) for e in study.scaling_plan(smoke)}
+    assert all(("score_on" in e) == (d in sizes) for e, d in zip(plan, digests))
     # notebook 04's none runs are trained under their own name (05 and 08 reuse them)
     assert any(e["name"] == "04_ablation/none-seed42" for e in plan)
     assert captured["workers"] == smoke.workers

@@ -56,14 +56,13 @@ def false_negatives_per_batch(profile: Profile, batch_size: int | None = None, b
     from tqdm.auto import tqdm
 
     from rscc.data.levircc import load_pairs
+    from rscc.evaluate import data_root
     from rscc.losses import false_negative_mask
     from rscc.training.data import similarity_inputs
 
     config = run_config(profile, list(profile.sweep_overrides) + list(profile.ablation_overrides)
                         + ["loss.fn_mode=fne"])  # as the ablation trains
     batch_size = batch_size or config.train.batch_size
-    from rscc.evaluate import data_root
-
     pairs = load_pairs(data_root(config, progress=progress))  # the sweeps' dataset (sweep_overrides may resize it)
     train, val = [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "val"]
     # train + val in one call, as the trainer does: the embeddings come from the same disk cache

@@ -41,10 +41,10 @@ def dataset_root(profile: Profile, progress: bool = True, stock_share: float | N
 
 
 # ----------------------------------------------------------------------------- reusable trainings
-# config.RESULT_NEUTRAL may differ between a saved run and a request without making the run stale.
-# These were left out of the digest from the start; the others (train.checkpoint_every) are set to
-# their default instead, so that the digests of runs saved before keep their value.
-DIGEST_LEFT_OUT = {"train.num_threads", "train.log_every", "train.device", "data.num_workers"}
+# config.RESULT_NEUTRAL may differ between a saved run and a request without making the run stale:
+# left out of the digest, except these, which joined the set after runs were saved and are set to
+# their default instead, so that the digests of those runs keep their value.
+DIGEST_AT_DEFAULT = {"train.checkpoint_every"}
 # Options added after runs were saved: left out of the digest at their default value, so that the
 # runs saved before them (and every run that keeps the default) keep their digest.
 ADDED_LATER = {"data": {"synth_stock_share"}}
@@ -59,10 +59,10 @@ def config_digest(config: RunConfig) -> str:
     defaults = RunConfig().to_dict()
     for key in RESULT_NEUTRAL:
         section, name = key.split(".")
-        if key in DIGEST_LEFT_OUT:
-            sections[section].pop(name, None)
-        else:
+        if key in DIGEST_AT_DEFAULT:
             sections[section][name] = defaults[section][name]
+        else:
+            sections[section].pop(name, None)
     for section, names in ADDED_LATER.items():
         for name in names:
             if sections[section].get(name) == defaults[section][name]:
@@ -266,25 +266,21 @@ def train_study(profile: Profile, workers: int | None = None, synthetic_only: bo
     also scored on the test split of its largest set, as the notebook scores them. Returns {run name: metrics}."""
     from rscc.evaluate import data_root
 
-    entries, seen = [], set()
+    workers = workers or profile.workers
+    planned = {}  # config digest -> (the first entry that asks for it, its configuration)
     for entry in study_plan(profile, synthetic_only=synthetic_only):
-        digest = config_digest(run_config(profile, entry["overrides"], entry.get("preset")))
-        if digest not in seen:
-            seen.add(digest)
-            entries.append(entry)
-    scaling = [e for e in entries if "pairs" in e and e["name"].startswith("08_")]
-    roots = {}
-    for entry in entries:  # generate every dataset once, here, on all the workers' cores
         config = run_config(profile, entry["overrides"], entry.get("preset"))
-        roots[entry["name"]] = data_root(config, progress=progress, workers=workers or profile.workers)
-    if scaling:
-        largest = max(scaling, key=lambda e: e["pairs"])
-        test_root = roots[largest["name"]]
-        scaled = {e["name"] for e in scaling_plan(profile)}
-        entries = [{**e, "score_on": str(test_root)} if e["name"] in scaled else e for e in entries]
+        planned.setdefault(config_digest(config), (entry, config))
+    for _, config in planned.values():  # generate every dataset once, here, on all the workers' cores
+        data_root(config, progress=progress, workers=workers)
+    # notebook 08's sizes, under whichever name trains them (its 1,000-pair runs are notebook 04's)
+    scaling = [run_config(profile, e["overrides"]) for e in scaling_plan(profile)] if synthetic_only else []
+    scored = {config_digest(c) for c in scaling}
+    test_root = str(data_root(max(scaling, key=lambda c: c.data.synth_pairs), progress=False)) if scaling else None
     # longest first (a stable sort keeps the plans' order among equals)
-    entries.sort(key=lambda e: -training_cost(run_config(profile, e["overrides"], e.get("preset"))))
-    done, _ = run_plan(profile, entries, workers=workers or profile.workers, progress=progress)
+    ordered = sorted(planned.items(), key=lambda item: -training_cost(item[1][1]))
+    entries = [{**entry, "score_on": test_root} if digest in scored else entry for digest, (entry, _) in ordered]
+    done, _ = run_plan(profile, entries, workers=workers, progress=progress)
     return done
 
 
