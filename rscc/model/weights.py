@@ -2,9 +2,7 @@
 (the Hugging Face hub, the torch hub cache, an installed package); nothing is downloaded silently."""
 from __future__ import annotations
 
-import functools
 import importlib.util
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +12,7 @@ from torch import nn
 
 from rscc.errors import CheckpointError, ConfigError
 from rscc.model.registry import WeightSource
-from rscc.offline import offline_setting
+from rscc.offline import hub_unreachable, offline_setting
 
 
 def torch_load_failure(exc: Exception) -> str:
@@ -116,23 +114,6 @@ def remoteclip_file(name: str) -> tuple[Path | None, str]:
         why = f"{offline} is set and the file is not in the local cache" if offline else type(exc).__name__
         return None, why
     return Path(path), ""
-
-
-@functools.lru_cache(maxsize=1)
-def hub_unreachable(timeout: float = 3.0) -> str:
-    """Why the Hugging Face hub (``HF_ENDPOINT``, default huggingface.co) cannot be reached from
-    here, or "" when a TCP connection to it opens within ``timeout`` seconds. Asked once per process."""
-    from urllib.parse import urlsplit
-
-    from huggingface_hub import constants
-
-    url = urlsplit(constants.ENDPOINT)
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as exc:
-        return f"the Hugging Face hub ({host}) is unreachable: {exc.strerror or type(exc).__name__}"
-    return ""
 
 
 def torchvision_cached_file(name: str) -> tuple[Path | None, str]:
