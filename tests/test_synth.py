@@ -395,6 +395,32 @@ def test_ensure_synthetic_regenerates_when_the_parameters_differ(tmp_path):
     assert len(_records(root)) == 5
 
 
+def test_a_set_another_process_finished_meanwhile_is_kept_not_swapped(tmp_path, monkeypatch):
+    """Two trainings ensuring the same set at once: the one finishing second must not swap the
+    folder under the first, which may already be reading it (a file would vanish meanwhile)."""
+    root, make_one, raced = tmp_path / "levir", writer._make_one, []
+
+    def racing(job):
+        if not raced:  # while this call generates, another process completes the same set
+            raced.append("racing")
+            make_synthetic(root, 4, size=64, seed=2, progress=False)
+            raced.append(root.stat().st_ino)
+        return make_one(job)
+
+    monkeypatch.setattr(writer, "_make_one", racing)
+    assert ensure_synthetic(root, 4, size=64, seed=2, progress=False) == root
+    assert root.stat().st_ino == raced[1]  # the first finished folder, untouched
+    assert is_synthetic(root, 4, size=64, seed=2) and len(_records(root)) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["levir"]  # no temporary left
+
+
+def test_make_synthetic_asked_again_rewrites_the_set(tmp_path):
+    root = make_synthetic(tmp_path / "levir", 4, size=64, seed=2, progress=False)
+    before, inode = _files(root), root.stat().st_ino
+    make_synthetic(root, 4, size=64, seed=2, progress=False)
+    assert root.stat().st_ino != inode and _files(root) == before
+
+
 def test_refuses_to_replace_a_folder_that_is_not_a_synthetic_dataset(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")

@@ -213,6 +213,15 @@ def _train_entry(profile: Profile, entry: dict, kwargs: dict) -> tuple[str, dict
     return name, metrics
 
 
+def _generate_data(configs: list[RunConfig], workers: int, progress: bool) -> None:
+    """Every synthetic dataset of ``configs`` generated once, from this process with ``workers``
+    processes: two trainings started together would otherwise generate the same set twice."""
+    from rscc.evaluate import data_root
+
+    for config in configs:
+        data_root(config, progress=progress, workers=workers)
+
+
 def run_plan(profile: Profile, plan: list[dict], workers: int = 2, progress: bool = True,
              **kwargs) -> tuple[dict[str, dict], list[dict]]:
     """Train (or reuse, :func:`train_or_reuse`) every entry of ``plan``, ``workers`` trainings at a
@@ -230,6 +239,9 @@ def run_plan(profile: Profile, plan: list[dict], workers: int = 2, progress: boo
     done = {e["name"]: json.loads(metrics_path(profile.run_dir(e["name"])).read_text())
             for e in located if e["complete"]}
     missing = [i for i, e in enumerate(located) if not e["complete"]]
+    if workers > 1 and len(missing) > 1:  # each missing dataset generated once, here, before the workers start
+        _generate_data([run_config(profile, located[i]["overrides"], located[i].get("preset")) for i in missing],
+                       workers, progress)
     bar = tqdm(total=len(plan), initial=len(plan) - len(missing), desc="trainings", disable=not progress)
     if workers <= 1 or len(missing) <= 1:
         for i in missing:
@@ -271,8 +283,7 @@ def train_study(profile: Profile, workers: int | None = None, synthetic_only: bo
     for entry in study_plan(profile, synthetic_only=synthetic_only):
         config = run_config(profile, entry["overrides"], entry.get("preset"))
         planned.setdefault(config_digest(config), (entry, config))
-    for _, config in planned.values():  # generate every dataset once, here, on all the workers' cores
-        data_root(config, progress=progress, workers=workers)
+    _generate_data([config for _, config in planned.values()], workers, progress)
     # notebook 08's sizes, under whichever name trains them (its 1,000-pair runs are notebook 04's)
     scaling = [run_config(profile, e["overrides"]) for e in scaling_plan(profile)] if synthetic_only else []
     scored = {config_digest(c) for c in scaling}

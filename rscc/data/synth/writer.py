@@ -106,7 +106,9 @@ def make_synthetic(out: str | Path, pairs: int, size: int = 256, seed: int = 0, 
 
     Written into a temporary sibling directory and renamed into place at the end, so an
     interrupted run never leaves something that looks like a dataset. An existing ``out`` is
-    replaced only when it is empty or a synthetic dataset (it holds ``synth.json``)."""
+    replaced only when it is empty or a synthetic dataset (it holds ``synth.json``) of other
+    parameters, or of these when it was there at the start: one with these parameters that another
+    process wrote meanwhile is kept as it is, so a training already reading it never sees a file vanish."""
     from tqdm import tqdm
 
     if pairs < 1:
@@ -118,6 +120,7 @@ def make_synthetic(out: str | Path, pairs: int, size: int = 256, seed: int = 0, 
     out = Path(out).absolute()
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MARKER_FILE).is_file())):
         raise DatasetError(f"{out}: exists and is not a synthetic dataset (no {MARKER_FILE}); refusing to overwrite it")
+    was_there = is_synthetic(out, pairs, size, seed, stock_share)  # asked to write it again: replace it
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -144,7 +147,9 @@ def make_synthetic(out: str | Path, pairs: int, size: int = 256, seed: int = 0, 
         records = [_record(p, c) for p, c in zip(planned, captions)]
         (tmp / CAPTIONS_FILE).write_text(json.dumps({"images": records}))
         (tmp / MARKER_FILE).write_text(json.dumps(_parameters(pairs, size, seed, stock_share), indent=2) + "\n")
-        if out.exists():
+        if not was_there and is_synthetic(out, pairs, size, seed, stock_share):
+            pass  # another process finished the same set meanwhile: keep it (the same bytes), never swap it
+        elif out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
             os.replace(tmp, out)
