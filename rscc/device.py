@@ -22,3 +22,24 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise ConfigError(f"device '{name}' is not one of auto, cuda, mps, cpu")
+
+
+def machine() -> dict[str, str | int]:
+    """What a run's numbers depend on beyond its configuration and data: the CPU (its name, and on
+    Linux its family and model), the SIMD kernels torch dispatches to on it (``cpu_capability``:
+    e.g. AVX2 or AVX512; the same training gives slightly different floats on CPUs that take
+    different kernels), the torch version and its thread count. Stored in each run's summary so
+    that two results can be compared knowing whether they come from the same kind of machine."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            first = f.read().split("\n\n")[0]  # the first processor's block
+    except OSError:  # not Linux
+        first = ""
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first.splitlines())}
+    if fields.get("model name"):
+        cpu = f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}

@@ -85,6 +85,13 @@ def test_run_killed_twice_and_resumed_ends_with_bit_identical_weights(uninterrup
     assert [r["loss"] for r in log_rows(out)] == [r["loss"] for r in log_rows(reference)]
 
 
+def test_the_summary_names_the_machine_the_numbers_came_from(uninterrupted):
+    _, summary = uninterrupted
+    assert summary["machine_cpu"] and summary["machine_torch"] == torch.__version__
+    assert summary["machine_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert summary["machine_threads"] >= 1
+
+
 def test_run_directory_holds_config_vocabulary_checkpoints_log_and_events(uninterrupted):
     out, summary = uninterrupted
     config = RunConfig.load(out / "config.yaml")

@@ -127,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = REPO_ROOT / "runs" / "notebooks"
         published = args.profile == PUBLISHED_PROFILE and args.data is None
         if not args.only:
+            from rscc.device import machine
             from rscc.experiments.study import train_study
 
             start = time.time()
             profile = get_profile(args.profile, data=args.data, device=args.device)
             print(f"==> every training of the study ({args.profile} profile), before the notebooks", flush=True)
+            print("    on " + ", ".join(f"{k} {v}" for k, v in machine().items() if k != "threads"), flush=True)
             done = train_study(profile, synthetic_only=args.data is None)
             print(f"    {len(done)} trainings complete in {time.time() - start:.0f} s", flush=True)
         for nb in notebooks(args.only):

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rscc.config import RunConfig
+from rscc.device import machine
 from rscc.errors import CheckpointError, RsccError
 from rscc.training.checkpoint import STATE_FORMAT, read_state, write_checkpoint
 from rscc.training.data import model_inputs
@@ -251,4 +252,5 @@ def _train(run: Prepared, on_step: Callable[[dict], None] | None) -> dict:
         "feature_cache": str(run.features.path) if run.features is not None else None,
         "device": str(run.device),
         "world_size": procs.world,
+        **{f"machine_{k}": v for k, v in machine().items()},  # the CPU and kernels these numbers came from
     }
