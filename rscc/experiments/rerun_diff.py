@@ -1,0 +1,112 @@
+"""Two ``results/`` folders of the same study compared: how far each table's numbers moved, and
+which *resolved* verdicts flipped.
+
+The study is bit-for-bit repeatable on one machine, not across machines: CPUs on which torch
+dispatches to other kernels (``rscc.device.machine``) round differently, and the trainings amplify
+that into differences of the size of seed noise. A rerun elsewhere (``make reproduce`` in another
+clone) is then a check of the conclusions, not of the digits::
+
+    python -m rscc.experiments.rerun_diff results/ /path/to/other/clone/results/
+
+lists, per CSV table, the largest absolute difference of its numeric columns and every row whose
+``resolved`` flag differs, with both differences and their seed intervals."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+INTERVAL = ("seeds low", "seeds high")
+
+
+def _labels(table: pd.DataFrame) -> list[str]:
+    """The columns that name a row: the non-numeric ones but the verdict, and the numeric labels."""
+    numeric_labels = ("pairs", "λ", "seed", "theta")  # numbers that name a setting, not a measurement
+    return [c for c in table.columns
+            if c in numeric_labels or (c != "resolved" and not pd.api.types.is_numeric_dtype(table[c]))]
+
+
+def _verdicts(column: pd.Series) -> pd.Series:
+    """``resolved`` as text, "" where a row has no verdict (NaN: no baseline to differ from)."""
+    return column.map(lambda v: "" if pd.isna(v) else str(v))
+
+
+def compare_tables(a: pd.DataFrame, b: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
+    """({numeric column: largest |a - b|} for the columns that differ, the rows whose
+    ``resolved`` differs, labelled, with ``difference`` and the seed interval of each side).
+    The two tables must hold the same rows in the same order."""
+    if a.shape != b.shape or list(a.columns) != list(b.columns):
+        raise ValueError(f"the tables differ in shape or columns: {a.shape} {list(a.columns)} "
+                         f"vs {b.shape} {list(b.columns)}")
+    moved = {}
+    for column in a.columns:
+        if pd.api.types.is_float_dtype(a[column]) and pd.api.types.is_float_dtype(b[column]):
+            gap = (a[column] - b[column]).abs().max()
+            if gap > 0:
+                moved[column] = float(gap)
+    if "resolved" not in a.columns:
+        return moved, pd.DataFrame()
+    flipped = _verdicts(a["resolved"]) != _verdicts(b["resolved"])
+    rows = a.loc[flipped, _labels(a)].copy()
+    for side, table in (("A", a), ("B", b)):
+        for column in ("difference", *INTERVAL, "resolved"):
+            if column in table.columns:
+                rows[f"{side} {column}"] = table.loc[flipped, column].to_numpy()
+    return moved, rows.reset_index(drop=True)
+
+
+def _count(table: pd.DataFrame) -> int:
+    """How many rows of ``table`` carry a verdict."""
+    return int(table["resolved"].notna().sum()) if "resolved" in table.columns else 0
+
+
+def compare_folders(a_dir: str | Path, b_dir: str | Path) -> list[dict]:
+    """Every CSV table of ``a_dir`` against the same file in ``b_dir``: one dict per table with
+    ``table``, ``status`` (identical, differs, missing, different shape), ``moved`` and
+    ``flipped`` (:func:`compare_tables`), and ``verdicts`` (rows with a ``resolved`` verdict)."""
+    report = []
+    for a_path in sorted(Path(a_dir).glob("*.csv")):
+        b_path = Path(b_dir) / a_path.name
+        entry = {"table": a_path.stem, "moved": {}, "flipped": pd.DataFrame(), "verdicts": 0}
+        if not b_path.is_file():
+            report.append({**entry, "status": "missing"})
+            continue
+        a, b = pd.read_csv(a_path), pd.read_csv(b_path)
+        if a.equals(b):
+            report.append({**entry, "status": "identical", "verdicts": _count(a)})
+            continue
+        try:
+            moved, flipped = compare_tables(a, b)
+        except ValueError:
+            report.append({**entry, "status": "different shape"})
+            continue
+        report.append({**entry, "status": "differs", "moved": moved, "flipped": flipped, "verdicts": _count(a)})
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rscc.experiments.rerun_diff", description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", help="a results/ folder (e.g. the committed one)")
+    parser.add_argument("b", help="the results/ folder of a rerun of the same study")
+    args = parser.parse_args(argv)
+    for folder in (args.a, args.b):
+        if not Path(folder).is_dir():
+            print(f"rerun_diff: error: {folder}: not a folder", file=sys.stderr)
+            return 2
+    report = compare_folders(args.a, args.b)
+    verdicts = flips = 0
+    for entry in report:
+        verdicts, flips = verdicts + entry["verdicts"], flips + len(entry["flipped"])
+        moved = sorted(entry["moved"].items(), key=lambda kv: -kv[1])[:4]
+        detail = "; largest |A - B|: " + ", ".join(f"{c} {v:.2f}" for c, v in moved) if moved else ""
+        print(f"{entry['table']}: {entry['status']}{detail}")
+        if len(entry["flipped"]):
+            print(entry["flipped"].round(2).to_string(index=False))
+    print(f"{flips} of {verdicts} resolved verdicts differ")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
