@@ -213,37 +213,34 @@ def _train_entry(profile: Profile, entry: dict, kwargs: dict) -> tuple[str, dict
     return name, metrics
 
 
-def _generate_data(configs: list[RunConfig], workers: int, progress: bool) -> None:
-    """Every synthetic dataset of ``configs`` generated once, from this process with ``workers``
-    processes: two trainings started together would otherwise generate the same set twice."""
-    from rscc.evaluate import data_root
-
-    for config in configs:
-        data_root(config, progress=progress, workers=workers)
-
-
 def run_plan(profile: Profile, plan: list[dict], workers: int = 2, progress: bool = True,
              **kwargs) -> tuple[dict[str, dict], list[dict]]:
     """Train (or reuse, :func:`train_or_reuse`) every entry of ``plan``, ``workers`` trainings at a
     time, each in its own spawned process with the profile's torch threads (two single-thread
     trainings use both cores of a 2-core machine). Returns ({run name: metrics}, the plan with each
     ``name`` replaced by the run actually used). ``kwargs`` go to :func:`train_and_evaluate`
-    (``meteor``, ``beam``); the workers' own progress bars are off."""
+    (``meteor``, ``beam``); the workers' own progress bars are off. Before parallel workers start,
+    this process generates every synthetic dataset they miss, with ``workers`` processes: two
+    trainings started together would otherwise generate the same set twice."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
+
+    from rscc.evaluate import data_root
 
     kwargs = {**kwargs, "progress": False}
     located = locate_runs(profile, plan)  # each complete run found (and checked) once
     done = {e["name"]: json.loads(metrics_path(profile.run_dir(e["name"])).read_text())
             for e in located if e["complete"]}
     missing = [i for i, e in enumerate(located) if not e["complete"]]
-    if workers > 1 and len(missing) > 1:  # each missing dataset generated once, here, before the workers start
-        _generate_data([run_config(profile, located[i]["overrides"], located[i].get("preset")) for i in missing],
-                       workers, progress)
+    parallel = workers > 1 and len(missing) > 1
+    if parallel:
+        for i in missing:
+            data_root(run_config(profile, located[i]["overrides"], located[i].get("preset")),
+                      progress=progress, workers=workers)
     bar = tqdm(total=len(plan), initial=len(plan) - len(missing), desc="trainings", disable=not progress)
-    if workers <= 1 or len(missing) <= 1:
+    if not parallel:
         for i in missing:
             name, metrics = _train_entry(profile, located[i], kwargs)
             located[i], done[name] = {**located[i], "name": name, "complete": True}, metrics
@@ -273,8 +270,7 @@ def train_study(profile: Profile, workers: int | None = None, synthetic_only: bo
     """Train (or reuse) every training of the study notebooks at once (:func:`study_plan`), before
     they run: each configuration once, ``workers`` (default: the profile's) at a time, the longest
     first, so both cores stay busy while the main run trains and the notebooks then find every run
-    complete. Every synthetic dataset is generated first, from this process with ``workers``
-    processes (two trainings would otherwise generate the same set twice). Notebook 08's runs are
+    complete. Every synthetic dataset is generated first (:func:`run_plan`). Notebook 08's runs are
     also scored on the test split of its largest set, as the notebook scores them. Returns {run name: metrics}."""
     from rscc.evaluate import data_root
 
@@ -283,11 +279,11 @@ def train_study(profile: Profile, workers: int | None = None, synthetic_only: bo
     for entry in study_plan(profile, synthetic_only=synthetic_only):
         config = run_config(profile, entry["overrides"], entry.get("preset"))
         planned.setdefault(config_digest(config), (entry, config))
-    _generate_data([config for _, config in planned.values()], workers, progress)
     # notebook 08's sizes, under whichever name trains them (its 1,000-pair runs are notebook 04's)
     scaling = [run_config(profile, e["overrides"]) for e in scaling_plan(profile)] if synthetic_only else []
     scored = {config_digest(c) for c in scaling}
-    test_root = str(data_root(max(scaling, key=lambda c: c.data.synth_pairs), progress=False)) if scaling else None
+    largest = max(scaling, key=lambda c: c.data.synth_pairs) if scaling else None
+    test_root = str(data_root(largest, progress=progress, workers=workers)) if scaling else None
     # longest first (a stable sort keeps the plans' order among equals)
     ordered = sorted(planned.items(), key=lambda item: -training_cost(item[1][1]))
     entries = [{**entry, "score_on": test_root} if digest in scored else entry for digest, (entry, _) in ordered]
