@@ -1,5 +1,6 @@
 """make reproduce publishes the executed notebooks: outputs kept, papermill's injection and timings not."""
 import nbformat
+import pytest
 
 from rscc.experiments.nbtest import MARK
 from rscc.experiments.reproduce import publish, run_notebook
@@ -83,7 +84,42 @@ def test_the_synthetic_only_notebooks_are_skipped_on_levir_cc(tmp_path, monkeypa
 
     ran = []
     monkeypatch.setattr(reproduce, "get_profile", lambda *a, **k: None)
-    monkeypatch.setattr(reproduce, "run_notebook", lambda nb, out, params: ran.append(nb.name[:2]) or nb)
+    monkeypatch.setattr(reproduce, "run_notebook", lambda nb, out, params, **kw: ran.append(nb.name[:2]) or nb)
     monkeypatch.setattr(reproduce, "publish", lambda executed, nb: 0)
     assert reproduce.main(["--profile", "paper", "--data", str(tmp_path), "--only", "07", "08", "09"]) == 0
     assert ran == ["07"] and "08_data_scaling.ipynb: skipped on LEVIR-CC" in capsys.readouterr().out
+
+
+def test_run_notebooks_runs_two_at_a_time_publishes_each_and_stops_on_a_failure(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from rscc.errors import RsccError
+    from rscc.experiments import reproduce
+
+    running, most, started, published = [0], [0], [], []
+    lock = threading.Lock()
+
+    def fake_run(path, out_dir, params, prepare_only=False, progress=True):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            started.append(path.name)
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        if path.name.startswith("02"):
+            raise RsccError(f"{path.name}: cell 1 failed")
+        return out_dir / path.name
+
+    monkeypatch.setattr(reproduce, "run_notebook", fake_run)
+    monkeypatch.setattr(reproduce, "publish", lambda executed, nb: published.append(nb.name) or 1)
+    group = [tmp_path / f"0{i}_x.ipynb" for i in (1, 3, 4)]
+    reproduce.run_notebooks(group, tmp_path, {}, "smoke", published=True, workers=2)
+    assert most[0] == 2 and sorted(started) == sorted(published) == [p.name for p in group]
+
+    started.clear()
+    failing = [tmp_path / f"0{i}_x.ipynb" for i in (1, 2, 3, 4, 5)]
+    with pytest.raises(RsccError, match="02_x"):
+        reproduce.run_notebooks(failing, tmp_path, {}, "smoke", published=False, workers=2)
+    assert "05_x.ipynb" not in started  # queued behind the failure: cancelled

@@ -11,12 +11,16 @@ stopped.
 Before the notebooks, every training they make with their own parameters is trained at once
 (:func:`rscc.experiments.study.train_study`): two single-thread trainings at a time, the longest
 first, so that both cores stay busy while the main run trains; the notebooks then reuse them.
-``--only`` skips that step (the notebooks named train what they need themselves)."""
+With every run present the notebooks only evaluate and plot, so they then run two at a time
+(each in its own kernel), the collector (06) after the rest. ``--only`` skips the trainings, and
+its notebooks run one after another: they train what they need themselves, and two of them
+(03 and 04 share runs) must not train the same run at once."""
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from rscc.errors import RsccError
@@ -34,6 +38,7 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # skipped on LEVIR-CC (the paper profile), which has one size and one recurrence
 SYNTHETIC_ONLY = {"08": "varies the synthetic set's size", "09": "varies the synthetic captions' recurrence"}
 COLLECTOR = "06"  # notebook 06 shows every study notebook's tables, so it runs after all of them
+NOTEBOOK_WORKERS = 2  # notebooks executed at once once every training is done (one kernel each)
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -44,7 +49,8 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return found
 
 
-def run_notebook(path: Path, out_dir: Path, parameters: dict, prepare_only: bool = False) -> Path:
+def run_notebook(path: Path, out_dir: Path, parameters: dict, prepare_only: bool = False,
+                 progress: bool = True) -> Path:
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +58,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, prepare_only: bool
     try:
         pm.execute_notebook(
             str(path), str(target), parameters=parameters, cwd=str(path.parent), kernel_name="python3",
-            progress_bar=not prepare_only, prepare_only=prepare_only,
+            progress_bar=progress and not prepare_only, prepare_only=prepare_only,
         )
     except pm.PapermillExecutionError as exc:
         raise RsccError(
@@ -114,6 +120,40 @@ def publish(executed: Path, notebook: Path) -> int:
     return notebook.stat().st_size
 
 
+def _run_timed(nb: Path, out_dir: Path, params: dict, profile: str, progress: bool) -> tuple[Path, float]:
+    start = time.time()
+    print(f"==> {nb.name} ({profile} profile)", flush=True)
+    return run_notebook(nb, out_dir, params, progress=progress), time.time() - start
+
+
+def run_notebooks(group: list[Path], out_dir: Path, params: dict, profile: str, published: bool,
+                  workers: int = 1) -> None:
+    """Execute ``group`` (:func:`run_notebook`), ``workers`` at a time in order, each published as
+    it finishes (:func:`publish`) when ``published``. The first failure stops the rest (those
+    already running finish) and is raised."""
+    def finished(nb: Path, executed: Path, seconds: float) -> None:
+        print(f"    {nb.name} done in {seconds:.0f} s -> {executed}", flush=True)
+        if published:
+            size = publish(executed, nb)
+            print(f"    published with its outputs -> notebooks/{nb.name} ({size / 1e3:.0f} kB)", flush=True)
+
+    if workers <= 1 or len(group) <= 1:
+        for nb in group:
+            finished(nb, *_run_timed(nb, out_dir, params, profile, progress=True))
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # papermill runs each kernel in its own process
+        futures = {pool.submit(_run_timed, nb, out_dir, params, profile, False): nb for nb in group}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in sorted(done, key=lambda f: futures[f].name):
+                if future.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise future.exception()
+                finished(futures[future], *future.result())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rscc.experiments.reproduce", description=__doc__)
     parser.add_argument("--profile", default="quick", help="smoke | quick | paper")
@@ -136,17 +176,15 @@ def main(argv: list[str] | None = None) -> int:
             print("    on " + ", ".join(f"{k} {v}" for k, v in machine().items() if k != "threads"), flush=True)
             done = train_study(profile, synthetic_only=args.data is None)
             print(f"    {len(done)} trainings complete in {time.time() - start:.0f} s", flush=True)
+        todo = []
         for nb in notebooks(args.only):
             if args.data is not None and nb.name[:2] in SYNTHETIC_ONLY:
                 print(f"==> {nb.name}: skipped on LEVIR-CC (it {SYNTHETIC_ONLY[nb.name[:2]]})", flush=True)
-                continue
-            start = time.time()
-            print(f"==> {nb.name} ({args.profile} profile)", flush=True)
-            executed = run_notebook(nb, out_dir, params)
-            print(f"    done in {time.time() - start:.0f} s -> {executed}", flush=True)
-            if published:
-                size = publish(executed, nb)
-                print(f"    published with its outputs -> notebooks/{nb.name} ({size / 1e3:.0f} kB)", flush=True)
+            else:
+                todo.append(nb)
+        workers = 1 if args.only else NOTEBOOK_WORKERS
+        for group in ([nb for nb in todo if nb.name[:2] != COLLECTOR], [nb for nb in todo if nb.name[:2] == COLLECTOR]):
+            run_notebooks(group, out_dir, params, args.profile, published, workers)
     except RsccError as exc:
         print(f"reproduce: error: {exc}", file=sys.stderr)
         return 1
