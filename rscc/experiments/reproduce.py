@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from rscc.errors import RsccError
@@ -145,7 +145,7 @@ def run_notebooks(group: list[Path], out_dir: Path, params: dict, profile: str, 
         futures = {pool.submit(_run_timed, nb, out_dir, params, profile, False): nb for nb in group}
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in sorted(done, key=lambda f: futures[f].name):
                 if future.exception() is not None:
                     for other in pending:
