@@ -44,5 +44,16 @@ def test_cli_counts_the_flips(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     _write(a, "effects", EFFECTS), _write(b, "effects", {**EFFECTS, "resolved": [True, False, math.nan]})
     assert main([str(a), str(b)]) == 0
-    assert "2 of 2 resolved verdicts differ" in capsys.readouterr().out
+    assert "2 of 2 verdicts (resolved, above chance) differ" in capsys.readouterr().out
     assert main([str(a), str(tmp_path / "nowhere")]) == 2
+
+
+def test_an_above_chance_verdict_that_flips_is_listed_too():
+    a = {"setting": ["authors", "rscc"], "R@10": [21.0, 25.0], "× chance": [1.1, 1.3],
+         "above chance": [False, True], "difference": [math.nan, 4.0], "resolved": [math.nan, False]}
+    b = {**a, "R@10": [21.5, 26.5], "× chance": [1.12, 1.38], "above chance": [False, False]}
+    moved, flipped = compare_tables(pd.DataFrame(a), pd.DataFrame(b))
+    assert flipped["setting"].tolist() == ["rscc"]
+    row = flipped.iloc[0]
+    assert (row["A above chance"], row["B above chance"], row["B × chance"]) == (True, False, 1.38)
+    assert "R@10" in moved

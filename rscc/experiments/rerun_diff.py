@@ -9,7 +9,8 @@ clone) is then a check of the conclusions, not of the digits::
     python -m rscc.experiments.rerun_diff results/ /path/to/other/clone/results/
 
 lists, per CSV table, the largest absolute difference of its numeric columns and every row whose
-``resolved`` flag differs, with both differences and their seed intervals."""
+verdict differs (``resolved``: a difference whose two intervals exclude 0; ``above chance``: a score
+whose seed interval lies above a random ranking's), with both sides' numbers."""
 from __future__ import annotations
 
 import argparse
@@ -19,24 +20,31 @@ from pathlib import Path
 import pandas as pd
 
 INTERVAL = ("seeds low", "seeds high")
+VERDICTS = ("resolved", "above chance")  # the study's yes/no columns
+SHOWN = ("difference", *INTERVAL, "× chance")  # each side's numbers beside a flipped verdict
 
 
 def _labels(table: pd.DataFrame) -> list[str]:
     """The columns that name a row: the non-numeric ones but the verdict, and the numeric labels."""
     numeric_labels = ("pairs", "λ", "seed", "theta")  # numbers that name a setting, not a measurement
     return [c for c in table.columns
-            if c in numeric_labels or (c != "resolved" and not pd.api.types.is_numeric_dtype(table[c]))]
+            if c in numeric_labels or (c not in VERDICTS and not pd.api.types.is_numeric_dtype(table[c]))]
 
 
 def _verdicts(column: pd.Series) -> pd.Series:
-    """``resolved`` as text, "" where a row has no verdict (NaN: no baseline to differ from)."""
+    """A verdict column as text, "" where a row has no verdict (NaN: no baseline to differ from)."""
     return column.map(lambda v: "" if pd.isna(v) else str(v))
 
 
+def _verdict_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in VERDICTS if c in table.columns]
+
+
 def compare_tables(a: pd.DataFrame, b: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
-    """({numeric column: largest |a - b|} for the columns that differ, the rows whose
-    ``resolved`` differs, labelled, with ``difference`` and the seed interval of each side).
-    The two tables must hold the same rows in the same order."""
+    """({numeric column: largest |a - b|} for the columns that differ, the rows whose verdict
+    (``resolved``, ``above chance``) differs, labelled, with each side's ``difference``, seed
+    interval, ``× chance`` and verdicts, where the table has them). The two tables must hold the
+    same rows in the same order."""
     if a.shape != b.shape or list(a.columns) != list(b.columns):
         raise ValueError(f"the tables differ in shape or columns: {a.shape} {list(a.columns)} "
                          f"vs {b.shape} {list(b.columns)}")
@@ -46,26 +54,29 @@ def compare_tables(a: pd.DataFrame, b: pd.DataFrame) -> tuple[dict[str, float], 
             gap = (a[column] - b[column]).abs().max()
             if gap > 0:
                 moved[column] = float(gap)
-    if "resolved" not in a.columns:
+    verdicts = _verdict_columns(a)
+    if not verdicts:
         return moved, pd.DataFrame()
-    flipped = _verdicts(a["resolved"]) != _verdicts(b["resolved"])
+    flipped = pd.Series(False, index=a.index)
+    for column in verdicts:
+        flipped |= _verdicts(a[column]) != _verdicts(b[column])
     rows = a.loc[flipped, _labels(a)].copy()
     for side, table in (("A", a), ("B", b)):
-        for column in ("difference", *INTERVAL, "resolved"):
+        for column in (*SHOWN, *verdicts):
             if column in table.columns:
                 rows[f"{side} {column}"] = table.loc[flipped, column].to_numpy()
     return moved, rows.reset_index(drop=True)
 
 
 def _count(table: pd.DataFrame) -> int:
-    """How many rows of ``table`` carry a verdict."""
-    return int(table["resolved"].notna().sum()) if "resolved" in table.columns else 0
+    """How many verdicts ``table`` carries (rows × verdict columns, NaN ones not counted)."""
+    return int(sum(table[c].notna().sum() for c in _verdict_columns(table)))
 
 
 def compare_folders(a_dir: str | Path, b_dir: str | Path) -> list[dict]:
     """Every CSV table of ``a_dir`` against the same file in ``b_dir``: one dict per table with
     ``table``, ``status`` (identical, differs, missing, different shape), ``moved`` and
-    ``flipped`` (:func:`compare_tables`), and ``verdicts`` (rows with a ``resolved`` verdict)."""
+    ``flipped`` (:func:`compare_tables`), and ``verdicts`` (how many it carries, :data:`VERDICTS`)."""
     report = []
     for a_path in sorted(Path(a_dir).glob("*.csv")):
         b_path = Path(b_dir) / a_path.name
@@ -104,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{entry['table']}: {entry['status']}{detail}")
         if len(entry["flipped"]):
             print(entry["flipped"].round(2).to_string(index=False))
-    print(f"{flips} of {verdicts} resolved verdicts differ")
+    print(f"{flips} of {verdicts} verdicts (resolved, above chance) differ")
     return 0
 
 
