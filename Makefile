@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Rerun the whole study: notebooks 01 -> 07 with papermill, refreshing figures/ and results/.
+## Rerun the whole study: every training, then notebooks 01 -> 09 (06 last) with papermill, refreshing figures/ and results/.
 reproduce: $(STAMP)
 	$(BIN)/python -m rscc.experiments.reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(DATA),--data $(DATA))
 

@@ -120,9 +120,15 @@ def publish(executed: Path, notebook: Path) -> int:
     return notebook.stat().st_size
 
 
+def _say(line: str) -> None:
+    """One line to stdout in one write, so that two notebooks' lines never interleave."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _run_timed(nb: Path, out_dir: Path, params: dict, profile: str, progress: bool) -> tuple[Path, float]:
     start = time.time()
-    print(f"==> {nb.name} ({profile} profile)", flush=True)
+    _say(f"==> {nb.name} ({profile} profile)")
     return run_notebook(nb, out_dir, params, progress=progress), time.time() - start
 
 
@@ -132,10 +138,10 @@ def run_notebooks(group: list[Path], out_dir: Path, params: dict, profile: str, 
     it finishes (:func:`publish`) when ``published``. The first failure stops the rest (those
     already running finish) and is raised."""
     def finished(nb: Path, executed: Path, seconds: float) -> None:
-        print(f"    {nb.name} done in {seconds:.0f} s -> {executed}", flush=True)
+        _say(f"    {nb.name} done in {seconds:.0f} s -> {executed}")
         if published:
             size = publish(executed, nb)
-            print(f"    published with its outputs -> notebooks/{nb.name} ({size / 1e3:.0f} kB)", flush=True)
+            _say(f"    published with its outputs -> notebooks/{nb.name} ({size / 1e3:.0f} kB)")
 
     if workers <= 1 or len(group) <= 1:
         for nb in group:
