@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from rscc.experiments.rerun_diff import compare_folders, compare_tables, main
+from rscc.experiments.rerun_diff import _flips, compare_folders, compare_tables, main
 
 EFFECTS = {"setting": ["fne", "fna", "base"], "metric": ["CIDEr-D", "CIDEr-D", "CIDEr-D"],
            "difference": [1.0, 5.0, math.nan], "seeds low": [-2.0, 1.0, math.nan],
@@ -57,3 +57,5 @@ def test_an_above_chance_verdict_that_flips_is_listed_too():
     row = flipped.iloc[0]
     assert (row["A above chance"], row["B above chance"], row["B × chance"]) == (True, False, 1.38)
     assert "R@10" in moved
+    both = {**b, "resolved": [math.nan, True]}  # one row, two verdicts flipped: counted twice
+    assert _flips(compare_tables(pd.DataFrame(a), pd.DataFrame(both))[1]) == 2

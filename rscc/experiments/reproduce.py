@@ -38,7 +38,7 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # skipped on LEVIR-CC (the paper profile), which has one size and one recurrence
 SYNTHETIC_ONLY = {"08": "varies the synthetic set's size", "09": "varies the synthetic captions' recurrence"}
 COLLECTOR = "06"  # notebook 06 shows every study notebook's tables, so it runs after all of them
-NOTEBOOK_WORKERS = 2  # notebooks executed at once once every training is done (one kernel each)
+NOTEBOOK_WORKERS = 2  # notebooks executed at a time after every training is done (one kernel each)
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:

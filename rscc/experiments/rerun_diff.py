@@ -73,6 +73,12 @@ def _count(table: pd.DataFrame) -> int:
     return int(sum(table[c].notna().sum() for c in _verdict_columns(table)))
 
 
+def _flips(flipped: pd.DataFrame) -> int:
+    """How many verdicts the rows of :func:`compare_tables` flipped (a row may flip two)."""
+    return int(sum((_verdicts(flipped[f"A {c}"]) != _verdicts(flipped[f"B {c}"])).sum()
+                   for c in VERDICTS if f"A {c}" in flipped.columns))
+
+
 def compare_folders(a_dir: str | Path, b_dir: str | Path) -> list[dict]:
     """Every CSV table of ``a_dir`` against the same file in ``b_dir``: one dict per table with
     ``table``, ``status`` (identical, differs, missing, different shape), ``moved`` and
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     report = compare_folders(args.a, args.b)
     verdicts = flips = 0
     for entry in report:
-        verdicts, flips = verdicts + entry["verdicts"], flips + len(entry["flipped"])
+        verdicts, flips = verdicts + entry["verdicts"], flips + _flips(entry["flipped"])
         moved = sorted(entry["moved"].items(), key=lambda kv: -kv[1])[:4]
         detail = "; largest |A - B|: " + ", ".join(f"{c} {v:.2f}" for c, v in moved) if moved else ""
         print(f"{entry['table']}: {entry['status']}{detail}")
