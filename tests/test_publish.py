@@ -99,13 +99,17 @@ def test_run_notebooks_runs_two_at_a_time_publishes_each_and_stops_on_a_failure(
 
     running, most, started, published = [0], [0], [], []
     lock = threading.Lock()
+    gates = {}  # notebook name -> an event it waits for instead of sleeping (the order, not timing)
 
     def fake_run(path, out_dir, params, prepare_only=False, progress=True):
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
             started.append(path.name)
-        time.sleep(0.6 if path.name.startswith("03") else 0.1)
+        if path.name in gates:
+            gates[path.name].wait(timeout=10)
+        else:
+            time.sleep(0.6 if path.name.startswith("03") else 0.1)
         with lock:
             running[0] -= 1
         if path.name.startswith("02"):
@@ -113,13 +117,21 @@ def test_run_notebooks_runs_two_at_a_time_publishes_each_and_stops_on_a_failure(
         return out_dir / path.name
 
     monkeypatch.setattr(reproduce, "run_notebook", fake_run)
-    monkeypatch.setattr(reproduce, "publish", lambda executed, nb: published.append(nb.name) or 1)
+    def fake_publish(executed, nb):
+        published.append(nb.name)
+        if nb.name == "04_x.ipynb":  # 03 finishes only once 04, started after 01, is published
+            gates["03_x.ipynb"].set()
+        return 1
+
+    monkeypatch.setattr(reproduce, "publish", fake_publish)
+    gates["03_x.ipynb"] = threading.Event()
     group = [tmp_path / f"0{i}_x.ipynb" for i in (1, 3, 4)]
     reproduce.run_notebooks(group, tmp_path, {}, "smoke", published=True, workers=2)
     assert most[0] == 2 and sorted(started) == [p.name for p in group]
     assert published == ["01_x.ipynb", "04_x.ipynb", "03_x.ipynb"]  # each as it finishes, not all at the end
 
     started.clear()
+    gates.clear()
     failing = [tmp_path / f"0{i}_x.ipynb" for i in (1, 2, 3, 4, 5)]
     with pytest.raises(RsccError, match="02_x"):
         reproduce.run_notebooks(failing, tmp_path, {}, "smoke", published=False, workers=2)

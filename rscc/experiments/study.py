@@ -282,8 +282,8 @@ def train_study(profile: Profile, workers: int | None = None, synthetic_only: bo
     # notebook 08's sizes, under whichever name trains them (its 1,000-pair runs are notebook 04's)
     scaling = [run_config(profile, e["overrides"]) for e in scaling_plan(profile)] if synthetic_only else []
     scored = {config_digest(c) for c in scaling}
-    largest = max(scaling, key=lambda c: c.data.synth_pairs) if scaling else None
-    test_root = str(data_root(largest, progress=progress, workers=workers)) if scaling else None
+    test_root = (str(data_root(max(scaling, key=lambda c: c.data.synth_pairs), progress=progress, workers=workers))
+                 if scaling else None)
     # longest first (a stable sort keeps the plans' order among equals)
     ordered = sorted(planned.items(), key=lambda item: -training_cost(item[1][1]))
     entries = [{**entry, "score_on": test_root} if digest in scored else entry for digest, (entry, _) in ordered]
